@@ -1,0 +1,132 @@
+"""Ray Serve deployment: speaker diarization (who spoke when) with per-speaker embeddings.
+
+The default backend is offline (pyannote segmentation + GE2E encoder, see diarization.py).
+A pyannote hub pipeline can be configured instead; it needs downloads and a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from deployments.model_store import BUNDLED, ModelUnavailableError, resolve_bundled_diarization
+from deployments.replica_info import (
+    replica_info,
+    replica_threads,
+    resolve_audio,
+    served_by,
+)
+from deployments.schemas import SAMPLE_RATE, Diarization, DiarizeOptions, SpeakerTurn
+
+log = logging.getLogger(__name__)
+
+
+class HubPipelineDiarizer:
+    """Adapter for a pyannote.audio hub pipeline (e.g. speaker-diarization-community-1)."""
+
+    def __init__(self, name: str, token: str | None, device: str) -> None:
+        import torch
+        from pyannote.audio import Pipeline
+
+        self.pipeline = Pipeline.from_pretrained(name, token=token)
+        if self.pipeline is None:
+            raise ModelUnavailableError(f"pyannote pipeline {name!r} could not be loaded")
+        self.pipeline.to(torch.device(device))
+
+    def __call__(self, audio: np.ndarray, options: DiarizeOptions) -> Diarization:
+        import torch
+
+        output = self.pipeline(
+            {"waveform": torch.from_numpy(audio)[None], "sample_rate": SAMPLE_RATE},
+            num_speakers=options.num_speakers,
+            min_speakers=options.min_speakers,
+            max_speakers=options.max_speakers,
+        )
+        labels = output.speaker_diarization.labels()
+        vectors = np.asarray(output.speaker_embeddings, dtype=np.float64)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.where(norms > 0, norms, 1.0)
+
+        def turns(annotation) -> list[SpeakerTurn]:
+            return [
+                SpeakerTurn(start=s.start, end=s.end, speaker=str(label))
+                for s, _, label in annotation.itertracks(yield_label=True)
+            ]
+
+        return Diarization(
+            duration=len(audio) / SAMPLE_RATE,
+            turns=turns(output.speaker_diarization),
+            exclusive_turns=turns(output.exclusive_speaker_diarization),
+            speakers=[str(label) for label in labels],
+            embeddings={str(lb): v.tolist() for lb, v in zip(labels, vectors, strict=True)},
+        )
+
+
+def load_diarizer(
+    model: str,
+    models_dir: Path,
+    allow_downloads: bool,
+    hf_token: str | None,
+    device: str,
+    threads: int,
+):
+    import torch
+
+    torch.set_num_threads(threads)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if model == BUNDLED:
+        from deployments.diarization import SpeakerDiarizer
+
+        segmentation, embedding = resolve_bundled_diarization(models_dir)
+        return SpeakerDiarizer(segmentation, embedding, device=device, num_threads=threads)
+    if not allow_downloads or not hf_token:
+        raise ModelUnavailableError(
+            f"Diarization model {model!r} comes from the Hugging Face hub: set "
+            "SPEECH_ALLOW_DOWNLOADS=true and SPEECH_HF_TOKEN on a machine with internet "
+            "access, or use diarization_model='bundled' (offline)."
+        )
+    return HubPipelineDiarizer(model, hf_token, device)
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 1, "num_gpus": 0},
+    max_ongoing_requests=4,
+    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 2},
+)
+class Diarizer:
+    def __init__(
+        self,
+        model: str = BUNDLED,
+        models_dir: str = "~/.cache/speech-cluster/models",
+        allow_downloads: bool = False,
+        hf_token: str | None = None,
+        device: str = "auto",
+        cpu_threads: int = 0,
+    ) -> None:
+        self.model_name = model
+        self.served_by = served_by()
+        self.threads = cpu_threads or replica_threads()
+        self.backend = load_diarizer(
+            model, Path(models_dir).expanduser(), allow_downloads, hf_token, device, self.threads
+        )
+        # One inference at a time per replica: torch already uses every reserved thread.
+        self._lock = asyncio.Lock()
+
+    async def diarize(
+        self, audio: np.ndarray, options: DiarizeOptions | dict | None = None
+    ) -> Diarization:
+        """Diarize 16 kHz mono float32 audio; times are relative to its start."""
+        audio = await resolve_audio(audio)
+        opts = DiarizeOptions.model_validate(options or {})
+        async with self._lock:
+            result = await asyncio.to_thread(self.backend, audio, opts)
+        return result.model_copy(update={"served_by": self.served_by})
+
+    def info(self) -> dict[str, Any]:
+        return replica_info(model=self.model_name, threads=self.threads)

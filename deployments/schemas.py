@@ -1,0 +1,140 @@
+"""Typed results that cross process boundaries (replica -> ingress -> job manager).
+
+Every stage validates what it receives against these models, so a drifted shape fails
+loudly at the boundary with a clear message instead of surfacing later as a 500.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SAMPLE_RATE = 16_000
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Word(_Frozen):
+    start: float
+    end: float
+    text: str
+    probability: float = Field(ge=0.0, le=1.0)
+
+
+class TranscriptSegment(_Frozen):
+    start: float
+    end: float
+    text: str
+    words: list[Word] = []
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+
+
+class TranscribeOptions(_Frozen):
+    """Per-request decoding options. Requests with equal options can share a batch."""
+
+    language: str | None = Field(None, description="ISO 639-1 code; None detects it.")
+    word_timestamps: bool = True
+    vad_filter: bool = True
+    beam_size: int = Field(5, ge=1, le=10)
+    initial_prompt: str | None = Field(None, max_length=2000)
+    temperature: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class ServedBy(_Frozen):
+    """Which replica on which node produced a result (spread and placement checks)."""
+
+    node_id: str
+    replica_id: str | None = None
+
+
+class Transcription(_Frozen):
+    served_by: ServedBy | None = None
+    language: str
+    language_probability: float
+    duration: float
+    segments: list[TranscriptSegment]
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text.strip() for s in self.segments if s.text.strip())
+
+    @property
+    def words(self) -> list[Word]:
+        return [w for s in self.segments for w in s.words]
+
+
+class DiarizeOptions(_Frozen):
+    num_speakers: int | None = Field(None, ge=1, le=64)
+    min_speakers: int | None = Field(None, ge=1, le=64)
+    max_speakers: int | None = Field(None, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DiarizeOptions:
+        lo, hi, n = self.min_speakers, self.max_speakers, self.num_speakers
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"min_speakers ({lo}) is greater than max_speakers ({hi})")
+        if n is not None and ((lo is not None and n < lo) or (hi is not None and n > hi)):
+            raise ValueError(f"num_speakers ({n}) is outside [min_speakers, max_speakers]")
+        return self
+
+
+class SpeakerTurn(_Frozen):
+    start: float
+    end: float
+    speaker: str
+
+
+class SpeakerTrack(_Frozen):
+    """One voice heard continuously across overlapping chunks of one segment.
+
+    Tracks are what the diarizer clusters into speakers; shipping them lets the job manager
+    re-cluster all tracks of all segments jointly instead of linking per-segment speakers
+    whose clustering saw only that segment. Times are segment-relative; `turns` and
+    `exclusive_turns` are the parts of the segment's turns (same speaker) this track owns.
+    """
+
+    id: int = Field(ge=0)
+    speaker: str  # the segment-level speaker this track was clustered into
+    embedding: list[float]  # L2-normalised GE2E
+    weight: float = Field(ge=0.0)  # seconds of exclusive speech (its clustering weight)
+    cannot_link: list[int] = []  # tracks of this segment heard in the same chunk
+    turns: list[tuple[float, float]] = []
+    exclusive_turns: list[tuple[float, float]] = []
+
+
+class Diarization(_Frozen):
+    """Who spoke when, plus one L2-normalised embedding per speaker.
+
+    `exclusive_turns` never overlap, so each word can be given exactly one speaker. The
+    embeddings let the job manager link speakers of different segments of one recording.
+    """
+
+    served_by: ServedBy | None = None
+    duration: float
+    turns: list[SpeakerTurn]
+    exclusive_turns: list[SpeakerTurn]
+    speakers: list[str]
+    embeddings: dict[str, list[float]]
+    # Empty from diarizers (or checkpoints) that predate tracks.
+    tracks: list[SpeakerTrack] = []
+
+    @model_validator(mode="after")
+    def _embedding_per_speaker(self) -> Diarization:
+        missing = set(self.speakers) - set(self.embeddings)
+        if missing:
+            raise ValueError(f"no embedding for speakers {sorted(missing)}")
+        return self
+
+    @model_validator(mode="after")
+    def _tracks_consistent(self) -> Diarization:
+        ids = [t.id for t in self.tracks]
+        if len(set(ids)) != len(ids):
+            raise ValueError("track ids are not unique")
+        for t in self.tracks:
+            if t.speaker not in self.speakers:
+                raise ValueError(f"track {t.id} has unknown speaker {t.speaker!r}")
+            if not set(t.cannot_link) <= set(ids):
+                raise ValueError(f"track {t.id} cannot-links unknown tracks")
+        return self

@@ -1,0 +1,240 @@
+"""Fan a job's segments out to the model replicas, with retries, timeouts and checkpoints.
+
+Splitting streams: the next segment is decoded only when the in-flight window has room,
+so memory is bounded by the window, not by the recording's length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import ray
+from pydantic import BaseModel, ValidationError
+
+from deployments.audio import iter_audio_blocks
+from deployments.schemas import Diarization, Transcription
+from jobs import metrics
+from jobs.records import JobRecord, JobStatus
+from jobs.splitter import SegmentPlan, split_stream
+from jobs.stitch import JobResult, SegmentOutcome, stitch
+from jobs.store import JobStore
+
+if TYPE_CHECKING:
+    from jobs.manager import ManagerConfig
+
+log = logging.getLogger(__name__)
+
+PARTS: dict[str, tuple[str, str, type[BaseModel]]] = {
+    # part -> (deployment, method, result type)
+    "t": ("Transcriber", "transcribe", Transcription),
+    "d": ("Diarizer", "diarize", Diarization),
+}
+
+
+class SegmentFailed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class SegmentRunner:
+    def __init__(self, store: JobStore, config: ManagerConfig) -> None:
+        self.store, self.config = store, config
+        self.inflight = asyncio.Semaphore(config.max_inflight_segments)
+        self._handles: dict[str, object] = {}
+
+    def handle(self, deployment: str):
+        if deployment not in self._handles:
+            from ray import serve
+
+            self._handles[deployment] = serve.get_deployment_handle(
+                deployment, app_name=self.config.app_name
+            )
+        return self._handles[deployment]
+
+    async def run(self, record: JobRecord, audio_path: Path) -> JobResult:
+        parts = ["t", "d"] if record.options.diarize else ["t"]
+        done_keys = await self.store.checkpoint_keys(record.id)
+        expected = max(1, math.ceil((record.duration or 0) / record.options.segment_s))
+        progress = _Progress(record, self.store, parts, expected)
+        await self.store.set_status(record, JobStatus.SPLITTING, "splitting audio at silences")
+
+        blocks = iter_audio_blocks(audio_path)
+        segments = split_stream(
+            blocks,
+            target_s=record.options.segment_s,
+            min_s=min(self.config.split_min_s, record.options.segment_s),
+            max_s=max(self.config.split_max_s, record.options.segment_s),
+        )
+        tasks: list[asyncio.Task] = []
+        try:
+            while True:
+                await self.inflight.acquire()  # backpressure: decode only when there is room
+                item = await asyncio.to_thread(next, segments, None)
+                if item is None:
+                    self.inflight.release()
+                    break
+                plan, audio = item
+                await self.store.save_plan(record.id, plan.index, plan.to_json())
+                todo = [p for p in parts if f"{plan.index}:{p}" not in done_keys]
+                progress.planned(plan.index, set(parts) - set(todo))
+                if not todo:
+                    self.inflight.release()
+                    continue
+                ref = ray.put(audio)
+                tasks.append(asyncio.create_task(self._segment(record, plan, ref, todo, progress)))
+                await progress.report()
+            progress.split_finished()
+            await progress.report()
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        await self.store.set_status(record, JobStatus.STITCHING, "stitching segments")
+        return await self._stitch(record, parts)
+
+    async def _segment(
+        self, record: JobRecord, plan: SegmentPlan, ref, todo: list[str], progress: _Progress
+    ) -> None:
+        metrics.inflight_add(1)
+        try:
+            await asyncio.gather(*(self._call(record, plan, part, ref, progress) for part in todo))
+        finally:
+            self.inflight.release()
+            metrics.inflight_add(-1)
+        progress.segment_done(plan.index)
+        await progress.report()
+
+    async def _call(
+        self, record: JobRecord, plan: SegmentPlan, part: str, ref, progress: _Progress
+    ) -> None:
+        deployment, method, result_type = PARTS[part]
+        options = (
+            record.options.transcribe_options()
+            if part == "t"
+            else record.options.segment_diarize_options()
+        )
+        cfg, last_error = self.config, ""
+        for attempt in range(1, cfg.segment_max_attempts + 1):
+            if await self.store.cancel_requested(record.id):
+                raise JobCancelled
+            await self.store.count_call(record.id, plan.index, part)
+            t0 = time.monotonic()
+            response = getattr(self.handle(deployment), method).remote(ref, options)
+            try:
+                raw = await asyncio.wait_for(_resolve(response), cfg.segment_timeout_s)
+                call_s = time.monotonic() - t0
+                # Validate against this version's schema: drift fails here, clearly.
+                data = raw.model_dump() if isinstance(raw, BaseModel) else raw
+                result = result_type.model_validate(data)
+                await self.store.save_checkpoint(
+                    record.id, plan.index, part, result.model_dump_json()
+                )
+                progress.part_done(plan.index, part)
+                audio_s = (plan.end - plan.start) / 16000
+                metrics.segment_done(part, call_s, audio_s)
+                return
+            except TimeoutError:
+                response.cancel()
+                last_error = f"{deployment} did not answer within {cfg.segment_timeout_s:.0f} s"
+            except ValidationError as exc:
+                last_error = f"{deployment} returned data of the wrong shape: {exc}"
+            except asyncio.CancelledError:
+                response.cancel()
+                raise
+            except Exception as exc:
+                last_error = f"{deployment} failed: {type(exc).__name__}: {exc}"[:2000]
+            log.warning(
+                "job %s segment %d %s attempt %d: %s",
+                record.id,
+                plan.index,
+                part,
+                attempt,
+                last_error,
+            )
+            if attempt < cfg.segment_max_attempts:
+                metrics.segment_retry(part)
+                await asyncio.sleep(min(cfg.retry_base_s * 2 ** (attempt - 1), 60.0))
+        start, end = plan.start / 16000, plan.end / 16000
+        raise SegmentFailed(
+            "segment_failed",
+            f"Segment {plan.index + 1} ({start:.1f}-{end:.1f} s) failed "
+            f"{cfg.segment_max_attempts} times; last error: {last_error}",
+        )
+
+    async def _stitch(self, record: JobRecord, parts: list[str]) -> JobResult:
+        plans = {
+            i: SegmentPlan.from_json(p) for i, p in (await self.store.plans(record.id)).items()
+        }
+        ckpt = await self.store.checkpoints(record.id)
+        outcomes = []
+        for index in sorted(plans):
+            t = Transcription.model_validate_json(ckpt[f"{index}:t"])
+            d = Diarization.model_validate_json(ckpt[f"{index}:d"]) if "d" in parts else None
+            outcomes.append(SegmentOutcome(plan=plans[index], transcription=t, diarization=d))
+        duration = max((p.end for p in plans.values()), default=0) / 16000
+        diarize = record.options.diarize_options() if "d" in parts else None
+        return await asyncio.to_thread(stitch, outcomes, duration, diarize)
+
+
+async def _resolve(response):
+    return await response
+
+
+class _Progress:
+    """Segments done out of total, stage text and percent; throttled progress events."""
+
+    def __init__(self, record: JobRecord, store: JobStore, parts: list[str], expected: int):
+        self.record, self.store, self.parts = record, store, parts
+        self.expected, self.planned_count, self.split_done = expected, 0, False
+        self.done: set[int] = set()
+        self.transcribed: set[int] = set()
+        self._last_report = 0.0
+
+    def planned(self, index: int, done_parts: set[str]) -> None:
+        self.planned_count = max(self.planned_count, index + 1)
+        if "t" in done_parts:
+            self.transcribed.add(index)
+        if done_parts >= set(self.parts):
+            self.done.add(index)
+
+    def split_finished(self) -> None:
+        self.split_done = True
+
+    def part_done(self, index: int, part: str) -> None:
+        if part == "t":
+            self.transcribed.add(index)
+
+    def segment_done(self, index: int) -> None:
+        self.done.add(index)
+
+    async def report(self) -> None:
+        r = self.record
+        total = self.planned_count if self.split_done else max(self.expected, self.planned_count)
+        r.segments_done = len(self.done)
+        r.segments_total = self.planned_count if self.split_done else None
+        r.percent = min(95.0, 95.0 * len(self.done) / max(total, 1))
+        all_transcribed = self.split_done and len(self.transcribed) >= self.planned_count
+        if "d" in self.parts and all_transcribed:
+            r.status, verb = JobStatus.DIARIZING, "diarizing"
+        elif "d" in self.parts:
+            r.status, verb = JobStatus.TRANSCRIBING, "transcribing and diarizing"
+        else:
+            r.status, verb = JobStatus.TRANSCRIBING, "transcribing"
+        of = f"{total}" if self.split_done else f"~{total}"
+        r.stage = f"{verb}: {len(self.done)}/{of} segments done"
+        now = time.monotonic()
+        if now - self._last_report > 0.2 or len(self.done) == total:
+            self._last_report = now
+            await self.store.save(r)

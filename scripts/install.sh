@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs everything the service and its tests need, idempotently:
+#   Debian packages (espeak-ng/sox for synthesized test speech, redis-server for restart tests),
+#   a virtual environment at .venv with the pinned Python dependency set,
+#   and the bundled offline models (provisioned into SPEECH_MODELS_DIR or ~/.cache/speech-cluster/models).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(espeak-ng sox redis-server)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "==> apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "WARNING: missing Debian packages ${missing[*]} (needed by some tests); install them as root." >&2
+  fi
+fi
+
+PYTHON=${PYTHON:-}
+if [[ -z $PYTHON ]]; then
+  for candidate in python3.11 python3.12 python3; do
+    if command -v "$candidate" >/dev/null &&
+       "$candidate" -c 'import sys; sys.exit(not ((3, 11) <= sys.version_info[:2] <= (3, 12)))'; then
+      PYTHON=$candidate; break
+    fi
+  done
+fi
+[[ -n $PYTHON ]] || { echo "ERROR: Python 3.11 or 3.12 is required" >&2; exit 1; }
+
+if [[ ! -x .venv/bin/python ]]; then
+  echo "==> creating .venv with $PYTHON"
+  "$PYTHON" -m venv .venv
+fi
+echo "==> installing Python packages (first run downloads ~3 GB of torch/CUDA wheels)"
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+.venv/bin/python -c 'import faster_whisper, pyannote.audio, ray.serve, torchaudio' \
+  || { echo "ERROR: the Python environment is broken; delete .venv and rerun" >&2; exit 1; }
+
+echo "==> provisioning bundled models"
+.venv/bin/speech-cluster-provision

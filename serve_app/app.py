@@ -1,0 +1,139 @@
+"""FastAPI ingress deployment and the typed application builder.
+
+The HTTP layer validates input and calls model deployments (DeploymentHandles) and the job
+manager (a Ray actor). It holds no model code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+from fastapi import Depends, FastAPI
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+
+from deployments.diarizer import Diarizer
+from deployments.transcriber import Transcriber
+from serve_app import routes_jobs, routes_openai
+from serve_app.errors import ApiError, install_error_handlers
+from serve_app.services import Services, get_services, install
+from serve_app.settings import Settings
+from serve_app.uploads import BodySizeLimit
+
+log = logging.getLogger(__name__)
+
+HEALTH_TIMEOUT_S = 10.0
+
+api = FastAPI(
+    title="speech-cluster",
+    version="0.1.0",
+    description="Transcription and speaker diarization of long recordings on Ray Serve.",
+)
+install_error_handlers(api)
+api.add_middleware(BodySizeLimit)
+api.include_router(routes_openai.router)
+api.include_router(routes_jobs.router)
+
+
+@api.get("/healthz", summary="Readiness: 200 once models, Redis and the job manager answer")
+async def healthz(services: Annotated[Services, Depends(get_services)]) -> dict:
+    try:
+        t_info, d_info, _, _ = await asyncio.wait_for(
+            asyncio.gather(
+                services.transcriber.info.remote(),
+                services.diarizer.info.remote(),
+                services.store.ping(),
+                services.manager.ping.remote(),
+            ),
+            HEALTH_TIMEOUT_S,
+        )
+    except Exception as exc:
+        raise ApiError(503, "not_ready", f"not ready: {type(exc).__name__}: {exc}") from exc
+    return {
+        "status": "ok",
+        "transcriber": t_info["model"],
+        "device": t_info["device"],
+        "diarizer": d_info["model"],
+    }
+
+
+def manager_config(settings: Settings, redis_url: str):
+    from jobs.manager import ManagerConfig
+
+    return ManagerConfig(
+        redis_url=redis_url,
+        storage_dir=str(settings.resolved_storage_dir),
+        key_prefix=settings.redis_key_prefix,
+        app_name=settings.app_name,
+        max_concurrent_jobs=settings.max_concurrent_jobs,
+        max_inflight_segments=settings.max_inflight_segments,
+        segment_timeout_s=settings.segment_timeout_s,
+        segment_max_attempts=settings.segment_max_attempts,
+        retry_base_s=settings.retry_base_s,
+        job_timeout_s=settings.job_timeout_s,
+        result_ttl_s=settings.result_ttl_s,
+        audio_ttl_s=settings.audio_ttl_s,
+        webhook_secret=(
+            settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+        ),
+        webhook_max_attempts=settings.webhook_max_attempts,
+        webhook_base_delay_s=settings.retry_base_s,
+    )
+
+
+@serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0})
+@serve.ingress(api)
+class Ingress:
+    def __init__(
+        self, transcriber: DeploymentHandle, diarizer: DeploymentHandle, settings: Settings
+    ) -> None:
+        from jobs.manager import get_or_create_manager
+        from jobs.redis_server import resolve_redis_url
+        from jobs.storage import AudioStorage
+        from jobs.store import JobStore
+
+        redis_url = resolve_redis_url(settings.redis_url, settings.resolved_data_dir)
+        install(
+            Services(
+                settings=settings,
+                transcriber=transcriber,
+                diarizer=diarizer,
+                store=JobStore(redis_url, settings.redis_key_prefix, settings.result_ttl_s),
+                storage=AudioStorage(settings.resolved_storage_dir),
+                manager=get_or_create_manager(manager_config(settings, redis_url)),
+            )
+        )
+
+
+def build_app(
+    settings: Settings, transcriber: dict | None = None, diarizer: dict | None = None
+) -> Application:
+    """Compose the app; `transcriber`/`diarizer` override deployment options (tests, tools)."""
+    models_dir = str(settings.resolved_models_dir)
+    transcriber_app = Transcriber.options(**(transcriber or {})).bind(
+        model=settings.whisper_model,
+        models_dir=models_dir,
+        allow_downloads=settings.allow_downloads,
+        device=settings.device,
+        cpu_threads=settings.cpu_threads,
+        batch_size=settings.transcriber_batch_size,
+    )
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    diarizer_app = Diarizer.options(**(diarizer or {})).bind(
+        model=settings.diarization_model,
+        models_dir=models_dir,
+        allow_downloads=settings.allow_downloads,
+        hf_token=token,
+        device=settings.device,
+        cpu_threads=settings.cpu_threads,
+    )
+    return Ingress.bind(transcriber_app, diarizer_app, settings)
+
+
+def app_builder(args: Settings) -> Application:
+    """Entry point of serve_config.yaml: `args` are validated into Settings."""
+    settings = args if isinstance(args, Settings) else Settings.model_validate(args or {})
+    return build_app(settings)

@@ -1,0 +1,127 @@
+"""OpenAI-compatible audio endpoints: /v1/audio/transcriptions and /v1/models."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi.responses import Response
+
+from deployments.audio import AudioDecodeError, decode_audio
+from deployments.schemas import SAMPLE_RATE, TranscribeOptions, Transcription
+from jobs.records import JobRecord, JobStatus
+from jobs.stitch import JobResult
+from serve_app.auth import Caller
+from serve_app.errors import ApiError
+from serve_app.services import Services, get_services
+
+router = APIRouter(tags=["openai"])
+
+
+async def read_audio(upload: UploadFile) -> np.ndarray:
+    data = await upload.read()
+    try:
+        # Decoding is CPU work; keep the ingress event loop free for other requests.
+        return await asyncio.to_thread(decode_audio, data)
+    except AudioDecodeError as exc:
+        raise ApiError(400, exc.code, f"file: {exc.message}") from exc
+
+
+DIRECT_DECODE_MAX_BYTES = 5_000_000
+ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
+
+
+def _single_result(result: Transcription):
+    """A direct transcription in the job result shape, so one renderer serves both paths."""
+    from jobs.splitter import SegmentPlan
+    from jobs.stitch import SegmentOutcome, stitch
+
+    samples = round(result.duration * SAMPLE_RATE)
+    plan = SegmentPlan(index=0, start=0, end=samples, forced=False)
+    return stitch(
+        [SegmentOutcome(plan=plan, transcription=result, diarization=None)], result.duration
+    )
+
+
+async def _wait_for_job(services: Services, job_id: str, timeout_s: float) -> JobRecord:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    last_id = "0-0"
+    while asyncio.get_running_loop().time() < deadline:
+        async for event_id, data in services.store.events(job_id, last_id, block_ms=5000):
+            last_id = event_id
+            if data["status"] in ("completed", "failed", "cancelled"):
+                break
+        record = await services.store.get(job_id)
+        if record is None or record.status.terminal:
+            return record
+    raise ApiError(504, "timeout", f"job {job_id} is still running; follow it at /v1/jobs/{job_id}")
+
+
+@router.get("/v1/models", summary="Models served (OpenAI-compatible list)")
+async def list_models(services: Annotated[Services, Depends(get_services)], _: Caller) -> dict:
+    return {
+        "object": "list",
+        "data": [
+            {"id": m, "object": "model", "owned_by": "speech-cluster"}
+            for m in services.served_models
+        ],
+    }
+
+
+@router.post(
+    "/v1/audio/transcriptions",
+    summary="OpenAI-compatible transcription",
+    responses={200: {"content": {"application/json": {}, "text/plain": {}}}},
+)
+async def create_transcription(
+    services: Annotated[Services, Depends(get_services)],
+    owner: Caller,
+    file: Annotated[UploadFile, File(description="Audio in any format FFmpeg decodes")],
+    model: Annotated[str, Form()] = "whisper-1",
+    language: Annotated[str | None, Form(min_length=2, max_length=8)] = None,
+    prompt: Annotated[str | None, Form(max_length=2000)] = None,
+    temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
+    response_format: Annotated[ResponseFormat, Form()] = "json",
+    timestamp_granularities: Annotated[
+        list[Literal["word", "segment"]] | None, Form(alias="timestamp_granularities[]")
+    ] = None,
+) -> Response:
+    from serve_app.formats import render_openai
+    from serve_app.routes_jobs import create_job, job_options
+
+    if model not in services.served_models:
+        raise ApiError(
+            400,
+            "invalid_model",
+            f"model: {model!r} is not served; use one of {list(services.served_models)}",
+        )
+    granularities = tuple(timestamp_granularities or ("segment",))
+    diarize = response_format == "diarized_json"
+    words = response_format not in ("json", "text")
+    audio = None
+    if not diarize and (file.size or 0) <= DIRECT_DECODE_MAX_BYTES:
+        audio = await read_audio(file)
+    if audio is not None and len(audio) / SAMPLE_RATE <= services.settings.sync_direct_max_s:
+        options = TranscribeOptions(
+            language=language, initial_prompt=prompt, temperature=temperature, word_timestamps=words
+        )
+        result = _single_result(await services.transcriber.transcribe.remote(audio, options))
+    else:
+        # Long or diarized audio takes the job path: split, fanned out, stitched.
+        await file.seek(0)
+        options = job_options(
+            language=language, initial_prompt=prompt, diarize=diarize, word_timestamps=True
+        )
+        submitted = await create_job(services, file, options, owner)
+        timeout = max(600.0, 2 * (submitted.duration or 0))
+        record = await _wait_for_job(services, submitted.id, timeout)
+        if record is None or record.status is not JobStatus.COMPLETED:
+            error = f"{record.error_code}: {record.error_message}" if record else "expired"
+            raise ApiError(500, "job_failed", f"transcription job {submitted.id} failed: {error}")
+        result = JobResult.model_validate_json(await services.store.result(record.id))
+    body, media_type = render_openai(
+        result, response_format, granularities, uri=file.filename or "audio"
+    )
+    return Response(body, media_type=media_type)

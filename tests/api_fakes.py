@@ -1,0 +1,102 @@
+"""In-process API harness: the real FastAPI app and a real Redis, with the model replicas and
+the job manager replaced by small fakes (what these tests isolate is the HTTP contract)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from deployments.schemas import Transcription, TranscriptSegment, Word
+from jobs.records import JobStatus
+from jobs.store import JobStore
+
+
+class _Awaitable:
+    def __init__(self, value):
+        self.value = value
+
+    def __await__(self):
+        async def get():
+            return self.value
+
+        return get().__await__()
+
+
+class _Method:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def remote(self, *args, **kwargs):
+        # Like a Ray call: the work is submitted now, awaiting only collects the result.
+        return _Awaitable(self.fn(*args, **kwargs))
+
+
+def _words(text: str, start: float = 0.5) -> list[Word]:
+    words, t = [], start
+    for token in text.split():
+        words.append(Word(start=t, end=t + 0.3, text=" " + token, probability=0.9))
+        t += 0.4
+    return words
+
+
+class FakeTranscriber:
+    TEXT = "hello from the fake transcriber."
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.transcribe = _Method(self._transcribe)
+        self.info = _Method(lambda: {"model": "tiny.en", "device": "cpu"})
+
+    def _transcribe(self, audio, options) -> Transcription:
+        self.calls += 1
+        words = _words(self.TEXT)
+        return Transcription(
+            language="en",
+            language_probability=1.0,
+            duration=len(audio) / 16000,
+            segments=[
+                TranscriptSegment(
+                    start=words[0].start, end=words[-1].end, text=self.TEXT, words=words
+                )
+            ],
+        )
+
+
+class FakeDiarizer:
+    def __init__(self) -> None:
+        self.info = _Method(lambda: {"model": "bundled"})
+
+
+@dataclass
+class FakeManager:
+    store: JobStore
+    started: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.start_job = _Method(self.started.append)
+        self.ping = _Method(lambda: {"pid": 0})
+        self.cancel = _AsyncMethod(self._cancel)
+        self.retry = _AsyncMethod(self._retry)
+
+    async def _cancel(self, job_id: str):
+        record = await self.store.get(job_id)
+        await self.store.set_status(record, JobStatus.CANCELLED, "cancelled by request")
+        return record
+
+    async def _retry(self, job_id: str):
+        record = await self.store.get(job_id)
+        record.error_code = record.error_message = record.finished_at = None
+        await self.store.set_status(record, JobStatus.QUEUED, "queued for retry")
+        return record
+
+
+class _AsyncMethod:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def remote(self, *args):
+        return self.fn(*args)
+
+
+def prefix() -> str:
+    return f"api{uuid.uuid4().hex[:8]}:"

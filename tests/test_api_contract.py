@@ -1,0 +1,266 @@
+"""The HTTP contract in process (httpx ASGITransport): real app, real Redis, fake replicas.
+
+The same paths run end to end against the deployed app in test_api_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from deployments.schemas import SpeakerTurn
+from jobs.records import JobStatus
+from jobs.stitch import JobResult, StitchedSegment, StitchedWord
+from jobs.storage import AudioStorage
+from jobs.store import JobStore
+from serve_app.app import api
+from serve_app.services import Services
+from serve_app.settings import Settings
+from tests.api_fakes import FakeDiarizer, FakeManager, FakeTranscriber, prefix
+from tests.conftest import JFK
+
+WAV_JFK = JFK.read_bytes()
+
+
+def _services(redis_server, tmp_path, **overrides) -> Services:
+    settings = Settings(
+        data_dir=tmp_path, redis_url=redis_server.url, max_upload_mb=2.0, **overrides
+    )
+    store = JobStore(redis_server.url, prefix=prefix())
+    return Services(
+        settings=settings,
+        transcriber=FakeTranscriber(),
+        diarizer=FakeDiarizer(),
+        store=store,
+        storage=AudioStorage(tmp_path / "uploads"),
+        manager=FakeManager(store),
+    )
+
+
+@pytest.fixture()
+async def client(redis_server, tmp_path):
+    api.state.services = services = _services(redis_server, tmp_path)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=api), base_url="http://api"
+    ) as c:
+        c.services = services
+        yield c
+    api.state.services = None
+    await services.store.close()
+
+
+async def _submit(client, content=WAV_JFK, headers=None, **form) -> httpx.Response:
+    return await client.post(
+        "/v1/jobs",
+        files={"file": ("a.flac", content)},
+        data={k: str(v) for k, v in form.items()},
+        headers=headers or {},
+    )
+
+
+async def _complete(client, job_id: str) -> None:
+    """Play the manager's part: write a result and mark the job completed."""
+    store = client.services.store
+    words = [
+        StitchedWord(
+            start=0.5 + i, end=0.9 + i, text=f" w{i}", probability=0.9, speaker=f"SPEAKER_0{i % 2}"
+        )
+        for i in range(4)
+    ]
+    segs = [
+        StitchedSegment(start=w.start, end=w.end, text=w.text.strip(), speaker=w.speaker, words=[w])
+        for w in words
+    ]
+    result = JobResult(
+        duration=5.0,
+        language="en",
+        speakers=["SPEAKER_00", "SPEAKER_01"],
+        segments=segs,
+        turns=[SpeakerTurn(start=w.start, end=w.end, speaker=w.speaker) for w in words],
+    )
+    await store.save_result(job_id, result.model_dump_json())
+    record = await store.get(job_id)
+    await store.set_status(record, JobStatus.COMPLETED, "completed")
+
+
+async def test_submit_returns_202_with_links_and_wakes_the_manager(client):
+    r = await _submit(client, num_speakers=2)
+    assert r.status_code == 202
+    body = r.json()
+    assert body["status"] == "queued" and body["status_url"] == f"/v1/jobs/{body['id']}"
+    assert client.services.manager.started == [body["id"]]
+    assert client.services.storage.path(body["id"]).exists()  # durable before accepted
+    got = (await client.get(body["status_url"])).json()
+    assert got["options"]["num_speakers"] == 2 and got["segments_total"] is None
+
+
+async def test_list_paginates_and_filters_by_status(client):
+    ids = [(await _submit(client)).json()["id"] for _ in range(3)]
+    await _complete(client, ids[0])
+    page = (await client.get("/v1/jobs", params={"limit": 2})).json()
+    assert [j["id"] for j in page["data"]] == ids[::-1][:2] and page["has_more"]
+    done = (await client.get("/v1/jobs", params={"status": "completed"})).json()
+    assert [j["id"] for j in done["data"]] == [ids[0]]
+    r = await client.get("/v1/jobs", params={"status": "sleeping"})
+    assert r.status_code == 422 and "status" in r.json()["error"]["message"]
+
+
+async def test_cancel_retry_and_result_states(client):
+    job_id = (await _submit(client)).json()["id"]
+    r = await client.get(f"/v1/jobs/{job_id}/result")
+    assert r.status_code == 409 and "queued" in r.json()["error"]["message"]
+    assert (await client.post(f"/v1/jobs/{job_id}/retry")).status_code == 409
+    r = await client.delete(f"/v1/jobs/{job_id}")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    r = await client.post(f"/v1/jobs/{job_id}/retry")
+    assert r.status_code == 202 and r.json()["status"] == "queued"
+    await _complete(client, job_id)
+    assert (await client.delete(f"/v1/jobs/{job_id}")).status_code == 409
+
+
+@pytest.mark.parametrize("fmt", ["json", "srt", "vtt", "txt", "rttm"])
+async def test_result_formats(client, fmt):
+    job_id = (await _submit(client)).json()["id"]
+    await _complete(client, job_id)
+    r = await client.get(f"/v1/jobs/{job_id}/result", params={"format": fmt})
+    assert r.status_code == 200
+    if fmt == "json":
+        assert JobResult.model_validate(r.json()).speakers == ["SPEAKER_00", "SPEAKER_01"]
+    elif fmt == "srt":
+        assert "00:00:00,500 --> " in r.text and "SPEAKER_00" in r.text
+    elif fmt == "vtt":
+        assert r.text.startswith("WEBVTT") and "<v SPEAKER_01>" in r.text
+    elif fmt == "rttm":
+        lines = r.text.strip().splitlines()
+        assert len(lines) == 4 and all(line.startswith("SPEAKER ") for line in lines)
+    else:
+        assert "w0" in r.text
+
+
+async def test_events_stream_ends_with_the_job(client):
+    job_id = (await _submit(client)).json()["id"]
+    await _complete(client, job_id)
+    r = await client.get(f"/v1/jobs/{job_id}/events")
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = [block for block in r.text.split("\n\n") if block.strip()]
+    assert events[-1].startswith("id: ") and "event: end" in events[-1]
+    statuses = [
+        json.loads(e.split("data: ", 1)[1])["status"] for e in events if "event: progress" in e
+    ]
+    assert statuses[0] == "queued" and statuses[-1] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("form", "content", "status", "code", "names"),
+    [
+        ({}, b"", 400, "empty_file", "file"),
+        ({}, b"%PDF-1.4 not audio at all" * 20, 400, "unsupported_media", "file"),
+        ({}, b"RIFF\x24\x00\x00\x00WAVEfmt ", 400, "unsupported_media", "file"),
+        ({"min_speakers": 3, "max_speakers": 2}, WAV_JFK, 422, "invalid_parameter", "min_speakers"),
+        ({"num_speakers": 0}, WAV_JFK, 422, "invalid_parameter", "num_speakers"),
+        ({"num_speakers": "two"}, WAV_JFK, 422, "invalid_parameter", "num_speakers"),
+        ({"segment_s": 5000}, WAV_JFK, 422, "invalid_parameter", "segment_s"),
+        ({"webhook_url": "ftp://x"}, WAV_JFK, 422, "invalid_parameter", "webhook_url"),
+        ({}, b"\0" * 2_100_000, 413, "file_too_large", "limit"),
+    ],
+    ids=[
+        "empty",
+        "pdf",
+        "truncated-wav",
+        "min>max",
+        "num=0",
+        "num=two",
+        "segment_s",
+        "webhook",
+        "oversize",
+    ],
+)
+async def test_bad_job_inputs_get_specific_4xx(client, form, content, status, code, names):
+    r = await _submit(client, content=content, **form)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code and names in r.json()["error"]["message"]
+    assert client.services.manager.started == []
+    assert not list(client.services.storage.root.glob("*/*"))  # nothing left half-written
+    assert (await client.get("/healthz")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "job_id", ["nope", "12345", "..%2F..%2Fetc%2Fpasswd", "00000000-0000-4000-8000-000000000000"]
+)
+async def test_unknown_and_malformed_ids_get_404(client, job_id):
+    for method, path in [
+        ("GET", ""),
+        ("GET", "/result"),
+        ("DELETE", ""),
+        ("POST", "/retry"),
+        ("GET", "/events"),
+    ]:
+        r = await client.request(method, f"/v1/jobs/{job_id}{path}")
+        assert r.status_code == 404, (method, path, r.text)
+        assert r.json()["error"]["code"] in ("job_not_found", "not_found")
+
+
+async def test_json_body_where_multipart_is_expected(client):
+    r = await client.post("/v1/jobs", json={"file": "jfk.flac"})
+    assert r.status_code == 422 and "file" in r.json()["error"]["message"]
+
+
+async def test_openai_endpoint_formats_and_bad_values(client):
+    r = await client.post(
+        "/v1/audio/transcriptions",
+        files={"file": ("a.flac", WAV_JFK)},
+        data={
+            "model": "whisper-1",
+            "response_format": "verbose_json",
+            "timestamp_granularities[]": ["word", "segment"],
+        },
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["words"] and body["segments"] and body["text"].startswith("hello")
+    r = await client.post(
+        "/v1/audio/transcriptions",
+        files={"file": ("a.flac", WAV_JFK)},
+        data={"model": "whisper-1", "response_format": "xml"},
+    )
+    assert r.status_code == 422 and "response_format" in r.json()["error"]["message"]
+
+
+async def test_api_keys_scope_jobs_to_their_key(redis_server, tmp_path):
+    services = _services(redis_server, tmp_path, api_keys=[SecretStr("key-a"), SecretStr("key-b")])
+    api.state.services = services
+    transport = httpx.ASGITransport(app=api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+        assert (await c.get("/healthz")).status_code == 200  # open without a key
+        assert (await _submit(c)).status_code == 401
+        r = await _submit(c, headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        job_id = (await _submit(c, headers={"Authorization": "Bearer key-a"})).json()["id"]
+        a, b = {"Authorization": "Bearer key-a"}, {"X-API-Key": "key-b"}
+        assert (await c.get(f"/v1/jobs/{job_id}", headers=a)).status_code == 200
+        assert (await c.get(f"/v1/jobs/{job_id}", headers=b)).status_code == 404
+        assert (await c.delete(f"/v1/jobs/{job_id}", headers=b)).status_code == 404
+        assert (await c.get("/v1/jobs", headers=b)).json()["data"] == []
+        assert [j["id"] for j in (await c.get("/v1/jobs", headers=a)).json()["data"]] == [job_id]
+        assert (await c.get("/v1/models")).status_code == 401
+    api.state.services = None
+    await services.store.close()
+
+
+async def test_openapi_document_lists_every_route(client):
+    spec = (await client.get("/openapi.json")).json()
+    for path in [
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/result",
+        "/v1/jobs/{job_id}/events",
+        "/v1/jobs/{job_id}/retry",
+        "/v1/audio/transcriptions",
+        "/v1/models",
+        "/healthz",
+    ]:
+        assert path in spec["paths"], path
+    assert (await client.get("/docs")).status_code == 200

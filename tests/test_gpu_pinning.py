@@ -1,0 +1,64 @@
+"""GPU pinning with logical GPUs: each replica gets its own device and still runs on CPU."""
+
+import time
+
+import pytest
+
+from deployments.schemas import TranscribeOptions
+from tests.conftest import JFK_TEXT, wer
+
+pytestmark = [pytest.mark.ray, pytest.mark.models]
+
+
+def _replica_infos(handle, expected: int, timeout_s: float = 60) -> dict[str, dict]:
+    seen: dict[str, dict] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(seen) < expected and time.monotonic() < deadline:
+        info = handle.info.remote().result()
+        seen[info["replica_id"]] = info
+    return seen
+
+
+def _deploy_pinned(models_dir, name: str, num_gpus: float):
+    from ray import serve
+
+    from deployments.transcriber import Transcriber
+
+    app = Transcriber.options(
+        num_replicas=2,
+        autoscaling_config=None,
+        ray_actor_options={"num_cpus": 0.5, "num_gpus": num_gpus},
+    ).bind(model="tiny.en", models_dir=str(models_dir))
+    return serve.run(app, name=name, route_prefix=None)
+
+
+def test_two_replicas_each_pinned_to_their_own_gpu(ray_cluster, models_dir, jfk_audio):
+    from ray import serve
+
+    handle = _deploy_pinned(models_dir, "pinning", num_gpus=1)
+    try:
+        infos = _replica_infos(handle, expected=2)
+        assert len(infos) == 2
+        assert sorted(i["cuda_visible_devices"] for i in infos.values()) == ["0", "1"]
+        assert all(len(i["gpu_ids"]) == 1 for i in infos.values())
+        # No physical GPU: each replica falls back to CPU int8 and still transcribes.
+        assert {(i["device"], i["compute_type"]) for i in infos.values()} == {("cpu", "int8")}
+        results = [handle.transcribe.remote(jfk_audio, TranscribeOptions()) for _ in range(4)]
+        for r in results:
+            assert wer(JFK_TEXT, r.result().text) <= 0.05
+    finally:
+        serve.delete("pinning")
+
+
+def test_half_gpu_replicas_pack_onto_one_gpu(ray_cluster, models_dir):
+    from ray import serve
+
+    handle = _deploy_pinned(models_dir, "packing", num_gpus=0.5)
+    try:
+        infos = _replica_infos(handle, expected=2)
+        assert len(infos) == 2
+        devices = {i["cuda_visible_devices"] for i in infos.values()}
+        assert len(devices) == 1, devices
+        assert all(i["assigned_resources"].get("GPU") == 0.5 for i in infos.values())
+    finally:
+        serve.delete("packing")

@@ -1,0 +1,249 @@
+"""Jobs through the real stack: HTTP -> Redis -> job manager actor -> replicas -> stitch.
+
+Recordings are assembled from real clips and espeak-ng voices, so ground truth is exact.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from deployments.schemas import SAMPLE_RATE
+from tests.conftest import JFK, JFK_TEXT, load_audio, normalize_text, pyannote_sample_dir, wer
+from tests.synth import Recording, concat, meeting, write_wav
+
+pytestmark = [pytest.mark.ray, pytest.mark.models]
+
+
+def sample_reference() -> str:
+    lines = (pyannote_sample_dir() / "sample.stm").read_text().splitlines()
+    return " ".join(line.split(maxsplit=5)[5] for line in lines if line.strip())
+
+
+@pytest.fixture(scope="module")
+def ten_minutes(tmp_path_factory) -> tuple[Recording, Path]:
+    """~10.5 min: espeak meetings around real recordings (JFK, the pyannote call)."""
+    jfk = Recording(load_audio(JFK), texts=[JFK_TEXT])
+    call = Recording(load_audio(pyannote_sample_dir() / "sample.wav"), texts=[sample_reference()])
+    rec = concat(meeting(75, seed=1), jfk, meeting(75, seed=2), call, jfk)
+    assert rec.duration >= 600
+    return rec, write_wav(rec.audio, tmp_path_factory.mktemp("audio") / "ten_minutes.wav")
+
+
+def submit(http, path: Path, headers: dict | None = None, **form) -> str:
+    with path.open("rb") as fh:
+        r = http.post(
+            "/v1/jobs",
+            files={"file": (path.name, fh)},
+            headers=headers or {},
+            data={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in form.items()},
+        )
+    assert r.status_code == 202, r.text
+    return r.json()["id"]
+
+
+def wait_done(http, job_id: str, timeout_s: float = 900) -> dict:
+    deadline, seen = time.monotonic() + timeout_s, []
+    while time.monotonic() < deadline:
+        r = http.get(f"/v1/jobs/{job_id}")
+        if r.status_code == 200:
+            body = r.json()
+            seen.append((body["status"], body["stage"]))
+            if body["status"] in ("completed", "failed", "cancelled"):
+                body["history"] = seen
+                return body
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} not finished in {timeout_s}s; last: {seen[-3:]}")
+
+
+def result(http, job_id: str) -> dict:
+    r = http.get(f"/v1/jobs/{job_id}/result", params={"format": "json"})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def checkpoints(app_settings, job_id: str) -> dict[str, str]:
+    client = redis.Redis.from_url(app_settings.redis_url, decode_responses=True)
+    return client.hgetall(f"{app_settings.redis_key_prefix}job:{job_id}:ckpt")
+
+
+def calls(app_settings, job_id: str) -> dict[str, int]:
+    client = redis.Redis.from_url(app_settings.redis_url, decode_responses=True)
+    raw = client.hgetall(f"{app_settings.redis_key_prefix}job:{job_id}:calls")
+    return {k: int(v) for k, v in raw.items()}
+
+
+def assert_words_global_and_monotonic(res: dict, duration: float) -> list[dict]:
+    words = [w for seg in res["segments"] for w in seg["words"]]
+    starts = [w["start"] for w in words]
+    assert starts == sorted(starts)
+    assert all(0 <= w["start"] <= w["end"] <= duration + 0.01 for w in words)
+    assert words[-1]["end"] > duration - 30, "timestamps are not global"
+    for a, b in itertools.pairwise(words):  # no word doubled at a cut
+        same = normalize_text(a["text"]) == normalize_text(b["text"]) != ""
+        assert not (same and b["start"] - a["start"] < 0.3), (a, b)
+    return words
+
+
+def test_ten_minutes_split_fanned_out_and_stitched(http, app_settings, ten_minutes, models_dir):
+    rec, path = ten_minutes
+    job_id = submit(http, path, diarize=False, segment_s=30)
+    status = wait_done(http, job_id)
+    assert status["status"] == "completed", status
+    assert status["segments_total"] >= 8 and status["segments_done"] == status["segments_total"]
+    assert any(s == "transcribing" for s, _ in status["history"])
+    res = result(http, job_id)
+    words = assert_words_global_and_monotonic(res, rec.duration)
+    assert res["duration"] == pytest.approx(rec.duration, abs=0.5)
+
+    import json
+
+    replicas = {
+        json.loads(v)["served_by"]["replica_id"] for v in checkpoints(app_settings, job_id).values()
+    }
+    assert len(replicas) >= 2, replicas
+
+    # Unchunked baseline: the same audio in one faster-whisper call.
+    from faster_whisper import WhisperModel
+
+    from deployments.model_store import resolve_whisper
+
+    model = WhisperModel(
+        resolve_whisper("tiny.en", models_dir, False), compute_type="int8", cpu_threads=2
+    )
+    segments, _ = model.transcribe(rec.audio, vad_filter=True, language="en")
+    unchunked = " ".join(s.text for s in segments)
+    stitched = " ".join(w["text"] for w in words)
+    wer_unchunked, wer_stitched = wer(rec.text, unchunked), wer(rec.text, stitched)
+    print(f"WER unchunked {wer_unchunked:.4f} stitched {wer_stitched:.4f}")
+    assert wer_stitched <= wer_unchunked + 0.01
+
+
+def test_three_speakers_keep_their_labels(http, tmp_path):
+    from pyannote.core import Annotation, Segment
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    rec = meeting(36, seed=7)
+    path = write_wav(rec.audio, tmp_path / "meeting.wav")
+    job_id = submit(http, path, diarize=True, segment_s=20)
+    status = wait_done(http, job_id)
+    assert status["status"] == "completed", status
+    assert status["segments_total"] >= 4
+    res = result(http, job_id)
+    assert len(res["speakers"]) == 3, res["speakers"]
+
+    hyp = Annotation()
+    for turn in res["turns"]:
+        hyp[Segment(turn["start"], turn["end"])] = turn["speaker"]
+    der = DiarizationErrorRate(collar=0.25)(rec.annotation(), hyp)
+    print(f"DER (collar 0.25) over {rec.duration:.0f}s: {der:.3f}")
+    assert der <= 0.08
+
+    # One person, one label: each true speaker's words carry a single majority label.
+    words = [w for seg in res["segments"] for w in seg["words"]]
+    for true_spk in {t[2] for t in rec.turns}:
+        labels = [
+            w["speaker"]
+            for w in words
+            if any(
+                s <= (w["start"] + w["end"]) / 2 <= e and spk == true_spk for s, e, spk in rec.turns
+            )
+        ]
+        majority = max(set(labels), key=labels.count)
+        assert labels.count(majority) / len(labels) >= 0.95, (true_spk, labels)
+
+
+def _wait_checkpoints(app_settings, job_id: str, at_least: int, timeout_s: float = 300) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ckpt = checkpoints(app_settings, job_id)
+        if len(ckpt) >= at_least:
+            return ckpt
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {at_least} checkpoints after {timeout_s}s")
+
+
+def test_killing_the_manager_mid_job_loses_no_work(http, app_settings, ten_minutes):
+    import ray
+
+    from jobs.manager import MANAGER_NAME, NAMESPACE
+
+    rec, path = ten_minutes
+    job_id = submit(http, path, diarize=False, segment_s=15)
+    before = _wait_checkpoints(app_settings, job_id, at_least=4)
+    ray.kill(ray.get_actor(MANAGER_NAME, namespace=NAMESPACE), no_restart=False)
+    status = wait_done(http, job_id)
+    assert status["status"] == "completed", status
+    counts = calls(app_settings, job_id)
+    assert all(counts[key] == 1 for key in before), {k: counts[k] for k in before}
+    assert len(checkpoints(app_settings, job_id)) == status["segments_total"]
+    assert_words_global_and_monotonic(result(http, job_id), rec.duration)
+
+
+def test_restarting_redis_mid_job_loses_nothing(http, app_settings, redis_server, ten_minutes):
+    rec, path = ten_minutes
+    job_id = submit(http, path, diarize=False, segment_s=15)
+    before = _wait_checkpoints(app_settings, job_id, at_least=4)
+    redis_server.restart(down_s=2.0)
+    after_restart = checkpoints(app_settings, job_id)
+    assert set(before) <= set(after_restart)  # AOF kept every acknowledged checkpoint
+    status = wait_done(http, job_id)
+    assert status["status"] == "completed", status
+    counts = calls(app_settings, job_id)
+    assert all(counts[key] == 1 for key in before)
+    assert_words_global_and_monotonic(result(http, job_id), rec.duration)
+
+
+def test_same_idempotency_key_returns_the_same_job(http, tmp_path):
+    path = write_wav(load_audio(JFK), tmp_path / "jfk.wav")
+    first = submit(http, path, headers={"Idempotency-Key": "abc-123"}, diarize=False)
+    second = submit(http, path, headers={"Idempotency-Key": "abc-123"}, diarize=False)
+    third = submit(http, path, headers={"Idempotency-Key": "other"}, diarize=False)
+    assert first == second != third
+    assert wait_done(http, first)["status"] == "completed"
+    assert wer(JFK_TEXT, " ".join(s["text"] for s in result(http, first)["segments"])) <= 0.05
+
+
+def test_silence_completes_with_an_empty_transcript(http, tmp_path):
+    path = write_wav(np.zeros(8 * SAMPLE_RATE, np.float32), tmp_path / "silence.wav")
+    job_id = submit(http, path, diarize=True)
+    status = wait_done(http, job_id)
+    assert status["status"] == "completed", status
+    assert result(http, job_id)["segments"] == []
+
+
+def test_result_before_completion_is_409_and_unknown_ids_404(http, tmp_path):
+    path = write_wav(meeting(20, seed=3).audio, tmp_path / "short_meeting.wav")
+    job_id = submit(http, path, diarize=False)
+    r = http.get(f"/v1/jobs/{job_id}/result")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "job_not_completed"
+    assert http.get("/v1/jobs/00000000-0000-4000-8000-000000000000").status_code == 404
+    r = http.get("/v1/jobs/not-a-uuid")
+    assert r.status_code == 404 and "job_id" in r.json()["error"]["message"]
+    r = http.get("/v1/jobs/..%2F..%2Fetc%2Fpasswd")
+    assert r.status_code == 404
+    assert wait_done(http, job_id)["status"] == "completed"  # and it still finishes
+
+
+def test_cancel_stops_outstanding_segments(http, app_settings, ten_minutes):
+    import ray
+
+    from jobs.manager import MANAGER_NAME, NAMESPACE
+
+    _, path = ten_minutes
+    job_id = submit(http, path, diarize=False, segment_s=15)
+    _wait_checkpoints(app_settings, job_id, at_least=2)
+    manager = ray.get_actor(MANAGER_NAME, namespace=NAMESPACE)
+    record = ray.get(manager.cancel.remote(job_id))
+    assert record.status.value == "cancelled"
+    dispatched = sum(calls(app_settings, job_id).values())
+    time.sleep(3)
+    assert sum(calls(app_settings, job_id).values()) == dispatched  # nothing new sent
+    assert http.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+    r = http.get(f"/v1/jobs/{job_id}/result")
+    assert r.status_code == 409 and "cancelled" in r.json()["error"]["message"]

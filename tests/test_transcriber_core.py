@@ -1,0 +1,55 @@
+"""faster-whisper tiny.en (real weights) through the batching transcriber, in process."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from deployments.schemas import SAMPLE_RATE, TranscribeOptions
+from deployments.whisper_batch import speech_windows
+from tests.conftest import JFK_TEXT, load_audio, pyannote_sample_dir, wer
+
+pytestmark = pytest.mark.models
+
+
+@pytest.fixture(scope="module")
+def core(whisper_core):
+    return whisper_core
+
+
+def test_jfk_matches_reference_with_word_timestamps(core, jfk_audio):
+    (result,) = core.transcribe_many([jfk_audio], [TranscribeOptions()])
+    assert wer(JFK_TEXT, result.text) <= 0.05, result.text
+    assert result.language == "en" and result.duration == pytest.approx(11.0, abs=0.1)
+    words = result.words
+    assert len(words) >= 20
+    for seg in result.segments:
+        for w in seg.words:
+            assert seg.start <= w.start <= w.end <= seg.end
+    starts = [w.start for w in words]
+    assert starts == sorted(starts)
+
+
+def test_batched_requests_match_single_requests(core, jfk_audio):
+    sample = load_audio(pyannote_sample_dir() / "sample.wav")
+    opts = TranscribeOptions()
+    singles = [core.transcribe_many([a], [opts])[0] for a in (jfk_audio, sample)]
+    batch = core.transcribe_many([jfk_audio, sample, jfk_audio], [opts, opts, opts])
+    assert [r.text for r in batch] == [singles[0].text, singles[1].text, singles[0].text]
+    # Times stay relative to each request, not to the shared buffer.
+    assert batch[2].words[0].start == pytest.approx(singles[0].words[0].start, abs=0.05)
+    assert batch[1].segments[-1].end <= sample.size / SAMPLE_RATE + 1e-3
+
+
+def test_windows_cut_in_silence_and_fit_the_model(jfk_audio):
+    sample = load_audio(pyannote_sample_dir() / "sample.wav")
+    long_audio = np.concatenate([sample, jfk_audio, sample])
+    windows = speech_windows(long_audio, vad_filter=True)
+    assert len(windows) >= 3
+    assert all(0 < (e - s) <= 30 * SAMPLE_RATE for s, e in windows)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(windows))
+
+
+def test_silence_gives_no_segments(core):
+    (result,) = core.transcribe_many([np.zeros(5 * SAMPLE_RATE, np.float32)], [TranscribeOptions()])
+    assert result.segments == [] and result.text == ""
