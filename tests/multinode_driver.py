@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from serve_app.app import build_app
 from serve_app.settings import Settings
 
+REPORT_PREFIX = "MULTINODE-REPORT "
+
 
 def main() -> int:
     address, port, redis_url, data_dir, audio = sys.argv[1:6]
@@ -68,17 +70,21 @@ def main() -> int:
                 files={"file": ("m.wav", fh)},
                 data={"diarize": "true", "segment_s": "10"},
             ).json()["id"]
+        job_deadline = time.monotonic() + 300
         while (status := http.get(f"/v1/jobs/{job}").json())["status"] not in (
             "completed",
             "failed",
             "cancelled",
         ):
+            assert time.monotonic() < job_deadline, f"job not finished in 300 s: {status}"
             time.sleep(0.5)
     ckpt = redis.Redis.from_url(redis_url, decode_responses=True).hgetall(
         f"multinode:job:{job}:ckpt"
     )
     placements = {key: json.loads(value)["served_by"]["node_id"] for key, value in ckpt.items()}
-    print(json.dumps({"nodes": nodes, "status": status, "placements": placements}))
+    report = {"nodes": nodes, "status": status, "placements": placements}
+    # Ray may print its own lines to stdout during shutdown: mark ours.
+    print(REPORT_PREFIX + json.dumps(report), flush=True)
     serve.shutdown()
     return 0
 

@@ -33,15 +33,17 @@ def _free_port() -> int:
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
 
 
-def _start(log, *args: str) -> subprocess.Popen:
+def _start(log: Path, *args: str) -> subprocess.Popen:
     # --block keeps the node's processes tied to this one: killing its group stops exactly
     # this node (`ray stop` would stop every Ray process on the machine).
-    return subprocess.Popen(
-        [RAY, "start", "--block", "--disable-usage-stats", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [RAY, "start", "--block", "--disable-usage-stats", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=ENV,
+        )
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -58,6 +60,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def two_nodes(tmp_path):
     port = _free_port()
     head = _start(
+        tmp_path / "head.log",
         "--head",
         f"--port={port}",
         "--node-ip-address=127.0.0.1",
@@ -68,6 +71,7 @@ def two_nodes(tmp_path):
     )
     time.sleep(3)
     worker = _start(
+        tmp_path / "worker.log",
         f"--address=127.0.0.1:{port}",
         "--node-ip-address=127.0.0.1",
         "--num-cpus=2",
@@ -96,12 +100,16 @@ def test_job_segments_run_on_both_nodes(two_nodes, redis_server, tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=480,
         env={**ENV, "RAY_ADDRESS": two_nodes},
     )
     logs = "".join(p.read_text()[-1500:] for p in tmp_path.glob("*.log"))
     assert proc.returncode == 0, proc.stderr[-3000:] + logs
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    from tests.multinode_driver import REPORT_PREFIX
+
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(REPORT_PREFIX)]
+    assert lines, proc.stdout[-3000:] + proc.stderr[-3000:] + logs
+    report = json.loads(lines[-1].removeprefix(REPORT_PREFIX))
     assert len(report["nodes"]) == 2
     gpu_nodes = {n for n, res in report["nodes"].items() if res.get("GPU")}
     assert report["status"]["status"] == "completed", report["status"]
