@@ -15,7 +15,7 @@ import numpy as np
 
 from deployments.schemas import SAMPLE_RATE
 
-MIN_DURATION_S = 0.05
+MIN_DURATION_S = 0.25  # shorter audio cannot hold a spoken word
 
 
 class AudioDecodeError(ValueError):

@@ -159,7 +159,9 @@ class WhisperBatchTranscriber:
         )
         starts = np.array([p.offset for p in placed]) / SAMPLE_RATE
         for seg in segments:
-            owner = int(np.searchsorted(starts, seg.start, side="right") - 1)
+            # Owner by the segment's midpoint: its start is rounded to 1 ms, so a clip that
+            # begins at a request's first sample can round to just before that request.
+            owner = int(np.searchsorted(starts, (seg.start + seg.end) / 2, side="right") - 1)
             base = starts[owner]
             duration = len(audios[owner]) / SAMPLE_RATE
             out[owner].append(_to_segment(seg, base, duration))

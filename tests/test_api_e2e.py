@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from jobs.webhooks import SIGNATURE_HEADER, verify
 from serve_app.app import api
 from tests.conftest import JFK, JFK_TEXT, pyannote_sample_dir, wer
-from tests.test_jobs_e2e import submit, wait_done
+from tests.jobclient import submit, wait_done
 
 pytestmark = [pytest.mark.ray, pytest.mark.models]
 

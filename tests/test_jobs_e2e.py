@@ -5,16 +5,23 @@ Recordings are assembled from real clips and espeak-ng voices, so ground truth i
 
 from __future__ import annotations
 
-import itertools
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 
 from deployments.schemas import SAMPLE_RATE
-from tests.conftest import JFK, JFK_TEXT, load_audio, normalize_text, pyannote_sample_dir, wer
+from tests.conftest import JFK, JFK_TEXT, load_audio, pyannote_sample_dir, wer
+from tests.jobclient import (
+    assert_words_global_and_monotonic,
+    calls,
+    checkpoints,
+    result,
+    submit,
+    wait_checkpoints,
+    wait_done,
+)
 from tests.synth import Recording, concat, meeting, write_wav
 
 pytestmark = [pytest.mark.ray, pytest.mark.models]
@@ -33,61 +40,6 @@ def ten_minutes(tmp_path_factory) -> tuple[Recording, Path]:
     rec = concat(meeting(75, seed=1), jfk, meeting(75, seed=2), call, jfk)
     assert rec.duration >= 600
     return rec, write_wav(rec.audio, tmp_path_factory.mktemp("audio") / "ten_minutes.wav")
-
-
-def submit(http, path: Path, headers: dict | None = None, **form) -> str:
-    with path.open("rb") as fh:
-        r = http.post(
-            "/v1/jobs",
-            files={"file": (path.name, fh)},
-            headers=headers or {},
-            data={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in form.items()},
-        )
-    assert r.status_code == 202, r.text
-    return r.json()["id"]
-
-
-def wait_done(http, job_id: str, timeout_s: float = 900) -> dict:
-    deadline, seen = time.monotonic() + timeout_s, []
-    while time.monotonic() < deadline:
-        r = http.get(f"/v1/jobs/{job_id}")
-        if r.status_code == 200:
-            body = r.json()
-            seen.append((body["status"], body["stage"]))
-            if body["status"] in ("completed", "failed", "cancelled"):
-                body["history"] = seen
-                return body
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} not finished in {timeout_s}s; last: {seen[-3:]}")
-
-
-def result(http, job_id: str) -> dict:
-    r = http.get(f"/v1/jobs/{job_id}/result", params={"format": "json"})
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def checkpoints(app_settings, job_id: str) -> dict[str, str]:
-    client = redis.Redis.from_url(app_settings.redis_url, decode_responses=True)
-    return client.hgetall(f"{app_settings.redis_key_prefix}job:{job_id}:ckpt")
-
-
-def calls(app_settings, job_id: str) -> dict[str, int]:
-    client = redis.Redis.from_url(app_settings.redis_url, decode_responses=True)
-    raw = client.hgetall(f"{app_settings.redis_key_prefix}job:{job_id}:calls")
-    return {k: int(v) for k, v in raw.items()}
-
-
-def assert_words_global_and_monotonic(res: dict, duration: float) -> list[dict]:
-    words = [w for seg in res["segments"] for w in seg["words"]]
-    starts = [w["start"] for w in words]
-    assert starts == sorted(starts)
-    assert all(0 <= w["start"] <= w["end"] <= duration + 0.01 for w in words)
-    assert words[-1]["end"] > duration - 30, "timestamps are not global"
-    for a, b in itertools.pairwise(words):  # no word doubled at a cut
-        same = normalize_text(a["text"]) == normalize_text(b["text"]) != ""
-        assert not (same and b["start"] - a["start"] < 0.3), (a, b)
-    return words
 
 
 def test_ten_minutes_split_fanned_out_and_stitched(http, app_settings, ten_minutes, whisper_core):
@@ -164,16 +116,6 @@ def test_three_speakers_keep_their_labels(http, tmp_path):
         assert labels.count(majority) / len(labels) >= 0.95, (true_spk, labels)
 
 
-def _wait_checkpoints(app_settings, job_id: str, at_least: int, timeout_s: float = 300) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        ckpt = checkpoints(app_settings, job_id)
-        if len(ckpt) >= at_least:
-            return ckpt
-        time.sleep(0.05)
-    raise AssertionError(f"fewer than {at_least} checkpoints after {timeout_s}s")
-
-
 def test_killing_the_manager_mid_job_loses_no_work(http, app_settings, ten_minutes):
     import ray
 
@@ -181,7 +123,7 @@ def test_killing_the_manager_mid_job_loses_no_work(http, app_settings, ten_minut
 
     rec, path = ten_minutes
     job_id = submit(http, path, diarize=False, segment_s=15)
-    before = _wait_checkpoints(app_settings, job_id, at_least=4)
+    before = wait_checkpoints(app_settings, job_id, at_least=4)
     ray.kill(ray.get_actor(MANAGER_NAME, namespace=NAMESPACE), no_restart=False)
     status = wait_done(http, job_id)
     assert status["status"] == "completed", status
@@ -194,7 +136,7 @@ def test_killing_the_manager_mid_job_loses_no_work(http, app_settings, ten_minut
 def test_restarting_redis_mid_job_loses_nothing(http, app_settings, redis_server, ten_minutes):
     rec, path = ten_minutes
     job_id = submit(http, path, diarize=False, segment_s=15)
-    before = _wait_checkpoints(app_settings, job_id, at_least=4)
+    before = wait_checkpoints(app_settings, job_id, at_least=4)
     redis_server.restart(down_s=2.0)
     after_restart = checkpoints(app_settings, job_id)
     assert set(before) <= set(after_restart)  # AOF kept every acknowledged checkpoint
@@ -243,7 +185,7 @@ def test_cancel_stops_outstanding_segments(http, app_settings, ten_minutes):
 
     _, path = ten_minutes
     job_id = submit(http, path, diarize=False, segment_s=15)
-    _wait_checkpoints(app_settings, job_id, at_least=2)
+    wait_checkpoints(app_settings, job_id, at_least=2)
     manager = ray.get_actor(MANAGER_NAME, namespace=NAMESPACE)
     record = ray.get(manager.cancel.remote(job_id))
     assert record.status.value == "cancelled"

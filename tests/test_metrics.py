@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.jobclient import submit, wait_done
 from tests.synth import meeting, write_wav
-from tests.test_jobs_e2e import submit, wait_done
 
 pytestmark = [pytest.mark.ray, pytest.mark.models]
 

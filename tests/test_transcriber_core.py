@@ -41,6 +41,17 @@ def test_batched_requests_match_single_requests(core, jfk_audio):
     assert batch[1].segments[-1].end <= sample.size / SAMPLE_RATE + 1e-3
 
 
+def test_batched_request_starting_with_speech_keeps_its_own_text(core, jfk_audio):
+    """A request whose first window starts at its first sample, behind a request whose
+    length is not a whole millisecond, once leaked its text into the request before it."""
+    head = jfk_audio[: 5 * SAMPLE_RATE + 7]  # 5.0004375 s: the next start rounds down
+    assert speech_windows(jfk_audio, vad_filter=True)[0][0] == 0
+    opts = TranscribeOptions(language="en")
+    first, second = core.transcribe_many([head, jfk_audio], [opts, opts])
+    assert wer(JFK_TEXT, second.text) <= 0.05, second.text
+    assert "country" not in first.text, first.text
+
+
 def test_windows_cut_in_silence_and_fit_the_model(jfk_audio):
     sample = load_audio(pyannote_sample_dir() / "sample.wav")
     long_audio = np.concatenate([sample, jfk_audio, sample])
