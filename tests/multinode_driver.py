@@ -1,7 +1,7 @@
 """Driver for the two-node test, run in its own process (the test process is already a
 driver of the session's single-node cluster).
 
-    python tests/multinode_driver.py ADDRESS HTTP_PORT REDIS_URL DATA_DIR AUDIO
+    python tests/multinode_driver.py ADDRESS HTTP_PORT REDIS_URL DATA_DIR AUDIO KEY_PREFIX
 
 Deploys the app onto the cluster at ADDRESS, runs one multi-segment job through HTTP and
 prints a JSON report: the cluster's nodes, where each segment ran, the job's final status.
@@ -27,8 +27,17 @@ from serve_app.settings import Settings
 REPORT_PREFIX = "MULTINODE-REPORT "
 
 
+def _status(http: httpx.Client, job: str) -> dict:
+    """The job's status; while a lost node's ingress or proxy is being replaced, 'unknown'."""
+    try:
+        r = http.get(f"/v1/jobs/{job}")
+    except httpx.HTTPError as exc:
+        return {"status": "unknown", "error": repr(exc)}
+    return r.json() if r.status_code == 200 else {"status": "unknown", "error": r.text}
+
+
 def main() -> int:
-    address, port, redis_url, data_dir, audio = sys.argv[1:6]
+    address, port, redis_url, data_dir, audio, prefix = sys.argv[1:7]
     ray.init(address=address, log_to_driver=False)
     deadline = time.monotonic() + 60
     while len([n for n in ray.nodes() if n["Alive"]]) < 2:
@@ -39,7 +48,7 @@ def main() -> int:
         data_dir=Path(data_dir),
         models_dir=Settings().resolved_models_dir,
         redis_url=redis_url,
-        redis_key_prefix="multinode:",
+        redis_key_prefix=prefix,
         app_name="multi",
     )
     serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": int(port)})
@@ -71,18 +80,20 @@ def main() -> int:
                 data={"diarize": "true", "segment_s": "10"},
             ).json()["id"]
         job_deadline = time.monotonic() + 300
-        while (status := http.get(f"/v1/jobs/{job}").json())["status"] not in (
-            "completed",
-            "failed",
-            "cancelled",
-        ):
+        while (status := _status(http, job))["status"] not in ("completed", "failed", "cancelled"):
             assert time.monotonic() < job_deadline, f"job not finished in 300 s: {status}"
             time.sleep(0.5)
-    ckpt = redis.Redis.from_url(redis_url, decode_responses=True).hgetall(
-        f"multinode:job:{job}:ckpt"
-    )
+        final = http.get(f"/v1/jobs/{job}/result", params={"format": "json"})
+        job_result = final.json() if final.status_code == 200 else None
+    ckpt = redis.Redis.from_url(redis_url, decode_responses=True).hgetall(f"{prefix}job:{job}:ckpt")
     placements = {key: json.loads(value)["served_by"]["node_id"] for key, value in ckpt.items()}
-    report = {"nodes": nodes, "status": status, "placements": placements}
+    report = {
+        "nodes": nodes,
+        "nodes_at_end": [n["NodeID"] for n in ray.nodes() if n["Alive"]],
+        "status": status,
+        "placements": placements,
+        "result": job_result,
+    }
     # Ray may print its own lines to stdout during shutdown: mark ours.
     print(REPORT_PREFIX + json.dumps(report), flush=True)
     serve.shutdown()

@@ -264,3 +264,25 @@ async def test_openapi_document_lists_every_route(client):
     ]:
         assert path in spec["paths"], path
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_full_queue_gets_429_with_retry_after_and_stores_nothing(redis_server, tmp_path):
+    api.state.services = services = _services(redis_server, tmp_path, max_active_jobs=2)
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=api), base_url="http://api"
+        ) as c:
+            c.services = services
+            accepted = [await _submit(c, diarize="false") for _ in range(2)]
+            assert [r.status_code for r in accepted] == [202, 202]
+            refused = await _submit(c, diarize="false")
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["error"]["code"] == "too_many_jobs"
+            assert int(refused.headers["Retry-After"]) > 0
+            assert len(list(services.storage.root.glob("*/*"))) == 2  # the refused one: nothing
+            assert len(services.manager.started) == 2
+            await _complete(c, accepted[0].json()["id"])  # a slot frees up
+            assert (await _submit(c, diarize="false")).status_code == 202
+    finally:
+        api.state.services = None
+        await services.store.close()
