@@ -94,6 +94,13 @@ class TwoNodes:
     def close(self) -> None:
         for proc in reversed(self.procs):
             _stop(proc)
+        # `ray start --head` recorded this cluster as the machine's current one; left behind,
+        # a later `serve run` or `ray.init()` would try to join the dead cluster and hang.
+        from ray._common.utils import get_ray_address_file
+
+        address_file = Path(get_ray_address_file(None))
+        if address_file.exists() and address_file.read_text().strip().endswith(f":{self.port}"):
+            address_file.unlink(missing_ok=True)
 
 
 @pytest.fixture()
