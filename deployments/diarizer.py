@@ -74,6 +74,7 @@ def load_diarizer(
     hf_token: str | None,
     device: str,
     threads: int,
+    step: float | None = None,
 ):
     import torch
 
@@ -81,10 +82,16 @@ def load_diarizer(
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if model == BUNDLED:
-        from deployments.diarization import SpeakerDiarizer
+        from deployments.diarization import SEGMENTATION_STEP, SpeakerDiarizer
 
         segmentation, embedding = resolve_bundled_diarization(models_dir)
-        return SpeakerDiarizer(segmentation, embedding, device=device, num_threads=threads)
+        return SpeakerDiarizer(
+            segmentation,
+            embedding,
+            device=device,
+            num_threads=threads,
+            step=step or SEGMENTATION_STEP,
+        )
     if not allow_downloads or not hf_token:
         raise ModelUnavailableError(
             f"Diarization model {model!r} comes from the Hugging Face hub: set "
@@ -108,12 +115,19 @@ class Diarizer:
         hf_token: str | None = None,
         device: str = "auto",
         cpu_threads: int = 0,
+        segmentation_step: float | None = None,
     ) -> None:
         self.model_name = model
         self.served_by = served_by()
         self.threads = cpu_threads or replica_threads()
         self.backend = load_diarizer(
-            model, Path(models_dir).expanduser(), allow_downloads, hf_token, device, self.threads
+            model,
+            Path(models_dir).expanduser(),
+            allow_downloads,
+            hf_token,
+            device,
+            self.threads,
+            segmentation_step,
         )
         # One inference at a time per replica: torch already uses every reserved thread.
         self._lock = asyncio.Lock()

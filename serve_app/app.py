@@ -129,6 +129,7 @@ def build_app(
         hf_token=token,
         device=settings.device,
         cpu_threads=settings.cpu_threads,
+        segmentation_step=settings.diarization_step,
     )
     return Ingress.bind(transcriber_app, diarizer_app, settings)
 

@@ -36,6 +36,13 @@ class Settings(BaseSettings):
         "pipeline such as 'pyannote/speaker-diarization-community-1' (needs allow_downloads "
         "and hf_token).",
     )
+    diarization_step: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Bundled diarizer: segmentation window step as a fraction of its 5 s. "
+        "Unset: 0.2. 0.1 (pyannote's default) is about 1 DER point better and 2.7x slower.",
+    )
     hf_token: SecretStr | None = Field(None, description="Hugging Face token for hub models.")
     allow_downloads: bool = Field(False, description="Allow fetching models from a hub.")
     device: str = Field("auto", description="'auto' (CUDA when visible), 'cuda' or 'cpu'.")
