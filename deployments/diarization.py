@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 ONSET = 0.5
 MIN_DURATION_OFF = 0.1
 # Step of the sliding segmentation window, as a fraction of its 5 s. pyannote's default is
-# 0.1; 0.2 halves both segmentation and embedding work (2.7x faster end to end on CPU) for
+# 0.1; 0.2 halves both segmentation and embedding work (the diarizer runs 2.7x faster) for
 # about 1 point of DER (pyannote sample 0.070 -> 0.081; see docs/BENCHMARKS.md).
 SEGMENTATION_STEP = 0.2
 # GE2E is trained on 1.6 s partials (160 mel frames); shorter clean speech gives noisy
