@@ -32,10 +32,11 @@ if TYPE_CHECKING:
 # threshold; gaps shorter than MIN_DURATION_OFF inside a speaker's turn are filled.
 ONSET = 0.5
 MIN_DURATION_OFF = 0.1
-# Step of the sliding segmentation window, as a fraction of its 5 s. pyannote's default is
-# 0.1; 0.2 halves both segmentation and embedding work (the diarizer runs 2.7x faster) for
-# about 1 point of DER (pyannote sample 0.070 -> 0.081; see docs/BENCHMARKS.md).
-SEGMENTATION_STEP = 0.2
+# Step of the sliding segmentation window, as a fraction of its 5 s (pyannote's default).
+# 0.2 (settings.diarization_step) halves segmentation and embedding work, so the diarizer
+# runs 2.7x faster, but costs DER (pyannote sample 0.070 -> 0.081) and word-label
+# consistency on long meetings (92 % instead of >= 95 %): kept opt-in.
+SEGMENTATION_STEP = 0.1
 # GE2E is trained on 1.6 s partials (160 mel frames); shorter clean speech gives noisy
 # embeddings, which are still assigned to a cluster but never create one.
 MEL_STEP = 0.01

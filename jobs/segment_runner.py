@@ -20,7 +20,7 @@ from deployments.audio import iter_audio_blocks
 from deployments.schemas import Diarization, Transcription
 from jobs import metrics
 from jobs.records import JobRecord, JobStatus
-from jobs.splitter import SegmentPlan, split_stream
+from jobs.splitter import NEAR_TARGET_S, SegmentPlan, split_stream
 from jobs.stitch import JobResult, SegmentOutcome, stitch
 from jobs.store import JobStore
 
@@ -74,6 +74,7 @@ class SegmentRunner:
             target_s=record.options.segment_s,
             min_s=min(self.config.split_min_s, record.options.segment_s),
             max_s=max(self.config.split_max_s, record.options.segment_s),
+            near_target_s=None if record.options.diarize else NEAR_TARGET_S,
         )
         tasks: list[asyncio.Task] = []
         try:

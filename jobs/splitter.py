@@ -1,9 +1,11 @@
 """Split a long recording into segments at silences, streaming, with bounded memory.
 
 Each cut is chosen from a window [min_s, max_s] after the current segment's start: Silero
-VAD (bundled with faster-whisper) runs first on `target_s` ± 5 s and, only if that holds no
-silence, on the whole window; the cut goes in the silence gap that best matches `target_s`.
-Only when the window holds no silence at all is the cut forced to the quietest short frame.
+VAD (bundled with faster-whisper) runs on that window, and the cut goes in the silence gap
+that best matches `target_s` (longer gaps preferred). With `near_target_s`, VAD first runs
+on `target_s` ± that many seconds only, and on the whole window only if that holds no
+silence. Only when the window holds no silence at all is the cut forced to the quietest
+short frame.
 
 Determinism: every decision depends only on the samples from the segment start onwards
 (the window is anchored there, VAD runs single-threaded), never on how the samples were
@@ -23,9 +25,10 @@ from deployments.schemas import SAMPLE_RATE
 
 VAD_CONTEXT_S = 1.0  # audio before a search window given to VAD so its state is warm
 VAD_AFTER_S = 0.5  # audio after it, so a word starting just past the window is not missed
-# VAD is the splitter's main cost (py-spy: ~70 % of the job manager's CPU when it searched
-# all of [min_s, max_s]), so the cut is first sought within this distance of the target and
-# the whole window is searched only when that finds no silence.
+# VAD is the splitter's main cost (py-spy: ~70 % of the job manager's CPU when it searches
+# all of [min_s, max_s]). Transcription-only jobs first look this close to the target. Jobs
+# that diarize search the whole window: cutting in the longest pauses keeps turns whole,
+# and the nearer cuts gave a 4th speaker for 3 voices (tests/test_speaker_consistency.py).
 NEAR_TARGET_S = 5.0
 MIN_GAP_S = 0.1  # shorter (clipped) gaps are not trusted as silence
 GAP_MARGIN_S = 1.0  # in long silences cut near target, keeping this much silence each side
@@ -165,6 +168,7 @@ def split_stream(
     target_s: float = 30.0,
     min_s: float = 10.0,
     max_s: float = 60.0,
+    near_target_s: float | None = None,
 ) -> Iterator[tuple[SegmentPlan, np.ndarray]]:
     """Split streamed 16 kHz mono audio into contiguous segments cut at silences.
 
@@ -177,6 +181,8 @@ def split_stream(
         min_s: no cut earlier than this after the segment start (the last segment may be
             shorter).
         max_s: no segment is longer than this.
+        near_target_s: if set, first look for a cut within this many seconds of the
+            target (cheaper VAD; cuts may land in shorter pauses).
 
     Yields:
         (plan, audio) pairs in order; plans cover the recording exactly and contiguously.
@@ -205,11 +211,12 @@ def split_stream(
         hi = min(hi_max, n - lo)  # keep >= min_s for the remainder when we can
         if hi <= lo:
             hi = min(hi_max, n - 1)
-        near = int(NEAR_TARGET_S * sr)
-        near_lo, near_hi = max(lo, target - near), min(hi, target + near)
         cut = None
-        if near_lo < near_hi and (near_lo, near_hi) != (lo, hi):
-            cut = _search(audio, near_lo, near_hi, target)
+        if near_target_s is not None:
+            near = int(near_target_s * sr)
+            near_lo, near_hi = max(lo, target - near), min(hi, target + near)
+            if near_lo < near_hi and (near_lo, near_hi) != (lo, hi):
+                cut = _search(audio, near_lo, near_hi, target)
         if cut is None:
             cut = _search(audio, lo, hi, target)
         forced = cut is None

@@ -41,7 +41,8 @@ class Settings(BaseSettings):
         gt=0.0,
         le=1.0,
         description="Bundled diarizer: segmentation window step as a fraction of its 5 s. "
-        "Unset: 0.2. 0.1 (pyannote's default) is about 1 DER point better and 2.7x slower.",
+        "Unset: 0.1 (pyannote's default). 0.2 diarizes 2.7x faster at some cost in DER and "
+        "in speaker-label consistency (docs/BENCHMARKS.md).",
     )
     hf_token: SecretStr | None = Field(None, description="Hugging Face token for hub models.")
     allow_downloads: bool = Field(False, description="Allow fetching models from a hub.")

@@ -72,8 +72,9 @@ def test_covers_contiguously_within_bounds(recording):
     assert all(abs(n - 30.0) < 15.0 for n in lengths), lengths
 
 
-def test_cuts_land_in_silence(recording):
-    parts = _split(recording, target_s=20.0, min_s=5.0, max_s=40.0)
+@pytest.mark.parametrize("near_target_s", [None, 5.0], ids=["whole-window", "near-target"])
+def test_cuts_land_in_silence(recording, near_target_s):
+    parts = _split(recording, target_s=20.0, min_s=5.0, max_s=40.0, near_target_s=near_target_s)
     _check_cover(parts, recording, min_s=5.0, max_s=40.0)
     speech = _vad_speech(recording)
     loud = float(np.sqrt(np.mean(np.concatenate([recording[a:b] for a, b in speech]) ** 2)))
@@ -102,11 +103,13 @@ def test_lazy_consumption(recording):
     assert pulled <= 71 < total
 
 
-def test_deterministic_across_runs_and_block_sizes(recording):
-    reference = [p for p, _ in _split(recording, size=SR * 30)]
-    assert [p for p, _ in _split(recording, size=SR * 30)] == reference
-    assert [p for p, _ in _split(recording, size=7919)] == reference
-    assert [p for p, _ in split_stream([recording])] == reference
+@pytest.mark.parametrize("near_target_s", [None, 5.0], ids=["whole-window", "near-target"])
+def test_deterministic_across_runs_and_block_sizes(recording, near_target_s):
+    kw = {"near_target_s": near_target_s}
+    reference = [p for p, _ in _split(recording, size=SR * 30, **kw)]
+    assert [p for p, _ in _split(recording, size=SR * 30, **kw)] == reference
+    assert [p for p, _ in _split(recording, size=7919, **kw)] == reference
+    assert [p for p, _ in split_stream([recording], **kw)] == reference
 
 
 def test_continuous_speech_gets_forced_cuts_within_max(tmp_path):
