@@ -45,21 +45,21 @@ def result(http, job_id: str) -> dict:
     return r.json()
 
 
-def _redis(app_settings) -> redis.Redis:
+def redis_client(app_settings) -> redis.Redis:
     return redis.Redis.from_url(app_settings.redis_url, decode_responses=True)
 
 
 def checkpoints(app_settings, job_id: str) -> dict[str, str]:
-    return _redis(app_settings).hgetall(f"{app_settings.redis_key_prefix}job:{job_id}:ckpt")
+    return redis_client(app_settings).hgetall(f"{app_settings.redis_key_prefix}job:{job_id}:ckpt")
 
 
 def calls(app_settings, job_id: str) -> dict[str, int]:
-    raw = _redis(app_settings).hgetall(f"{app_settings.redis_key_prefix}job:{job_id}:calls")
+    raw = redis_client(app_settings).hgetall(f"{app_settings.redis_key_prefix}job:{job_id}:calls")
     return {k: int(v) for k, v in raw.items()}
 
 
 def jobs_created(app_settings) -> int:
-    return _redis(app_settings).zcard(f"{app_settings.redis_key_prefix}jobs:created")
+    return redis_client(app_settings).zcard(f"{app_settings.redis_key_prefix}jobs:created")
 
 
 def wait_checkpoints(app_settings, job_id: str, at_least: int, timeout_s: float = 300) -> dict:

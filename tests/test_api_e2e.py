@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from jobs.webhooks import SIGNATURE_HEADER, verify
 from serve_app.app import api
 from tests.conftest import JFK, JFK_TEXT, pyannote_sample_dir, wer
-from tests.jobclient import submit, wait_done
+from tests.jobclient import redis_client, submit, wait_done
 
 pytestmark = [pytest.mark.ray, pytest.mark.models]
 
@@ -112,9 +112,7 @@ def test_webhook_is_signed_and_retried_while_the_receiver_is_down(http, app_sett
     assert not verify("another-secret", headers[SIGNATURE_HEADER], body)
     payload = json.loads(body)
     assert payload["id"] == job_id and payload["event"] == "job.completed"
-    import redis
-
-    client = redis.Redis.from_url(app_settings.redis_url, decode_responses=True)
+    client = redis_client(app_settings)
     deadline = time.monotonic() + 10
     while (raw := client.get(f"{app_settings.redis_key_prefix}job:{job_id}:webhook")) is None:
         assert time.monotonic() < deadline
