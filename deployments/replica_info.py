@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 def replica_threads() -> int:
@@ -63,6 +65,28 @@ async def resolve_audio(audio) -> np.ndarray:
     """A request's audio as flat float32: inline, or an ObjectRef into the object store."""
     import ray
 
+    from deployments.schemas import InputRejected
+
     if isinstance(audio, ray.ObjectRef):
         audio = await audio
-    return np.asarray(audio, dtype=np.float32).reshape(-1)
+    try:
+        samples = np.asarray(audio, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        raise InputRejected("the audio is not an array of samples") from None
+    if not np.isfinite(samples).all():
+        raise InputRejected("the audio holds non-finite samples (NaN or infinity)")
+    return samples
+
+
+def parse_options(model: type[T], options) -> T:
+    """Validate request options; a bad value is the caller's error, never worth a retry."""
+    from pydantic import ValidationError
+
+    from deployments.schemas import InputRejected
+
+    try:
+        return model.model_validate(options or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ())) or "options"
+        raise InputRejected(f"invalid {where}: {first.get('msg', 'bad value')}") from None

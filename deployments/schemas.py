@@ -11,6 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 SAMPLE_RATE = 16_000
 
 
+class InputRejected(ValueError):
+    """A request a model cannot take (bad options, unusable audio). Deterministic: retrying
+    the same request gives the same answer, so callers fail at once. The message is one plain
+    line fit for the user."""
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -97,7 +103,7 @@ class SpeakerTrack(_Frozen):
 
     id: int = Field(ge=0)
     speaker: str  # the segment-level speaker this track was clustered into
-    embedding: list[float]  # L2-normalised GE2E
+    embedding: list[float]  # L2-normalised CAM++
     weight: float = Field(ge=0.0)  # seconds of exclusive speech (its clustering weight)
     cannot_link: list[int] = []  # tracks of this segment heard in the same chunk
     turns: list[tuple[float, float]] = []
@@ -119,6 +125,8 @@ class Diarization(_Frozen):
     embeddings: dict[str, list[float]]
     # Empty from diarizers (or checkpoints) that predate tracks.
     tracks: list[SpeakerTrack] = []
+    # Plain-language remarks for the user, e.g. a speaker-count hint that could not be met.
+    notes: list[str] = []
 
     @model_validator(mode="after")
     def _embedding_per_speaker(self) -> Diarization:

@@ -16,6 +16,7 @@ import numpy as np
 from ray import serve
 
 from deployments.replica_info import (
+    parse_options,
     replica_info,
     replica_threads,
     resolve_audio,
@@ -84,7 +85,7 @@ class Transcriber:
     ) -> Transcription:
         """Transcribe 16 kHz mono float32 audio; times are relative to its start."""
         audio = await resolve_audio(audio)
-        opts = TranscribeOptions.model_validate(options or {})
+        opts = parse_options(TranscribeOptions, options)
         result = await self._batched(audio, opts)
         return result.model_copy(update={"served_by": self.served_by})
 

@@ -153,7 +153,12 @@ class JobManager:
             raise
         except Exception as exc:  # never leave a job running forever on a bug
             log.exception("job %s crashed", record.id)
-            await self._fail(record, "internal_error", f"{type(exc).__name__}: {exc}")
+            await self._fail(
+                record,
+                "internal_error",
+                f"The job failed on an internal error ({type(exc).__name__}); "
+                "details are in the job manager's log.",
+            )
         else:
             await self.store.save_result(record.id, result.model_dump_json())
             record.percent = 100.0

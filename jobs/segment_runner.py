@@ -17,7 +17,7 @@ import ray
 from pydantic import BaseModel, ValidationError
 
 from deployments.audio import iter_audio_blocks
-from deployments.schemas import Diarization, Transcription
+from deployments.schemas import Diarization, InputRejected, Transcription
 from jobs import metrics
 from jobs.records import JobRecord, JobStatus
 from jobs.splitter import NEAR_TARGET_S, SegmentPlan, split_stream
@@ -150,12 +150,30 @@ class SegmentRunner:
                 response.cancel()
                 last_error = f"{deployment} did not answer within {cfg.segment_timeout_s:.0f} s"
             except ValidationError as exc:
-                last_error = f"{deployment} returned data of the wrong shape: {exc}"
+                log.warning(
+                    "job %s segment %d: %s returned %s", record.id, plan.index, deployment, exc
+                )
+                last_error = f"{deployment} returned data of the wrong shape"
             except asyncio.CancelledError:
                 response.cancel()
                 raise
             except Exception as exc:
-                last_error = f"{deployment} failed: {type(exc).__name__}: {exc}"[:2000]
+                cause = root_cause(exc)
+                log.warning(
+                    "job %s segment %d %s attempt %d failed",
+                    record.id,
+                    plan.index,
+                    part,
+                    attempt,
+                    exc_info=exc,
+                )
+                if isinstance(cause, InputRejected):
+                    start, end = plan.start / 16000, plan.end / 16000
+                    raise SegmentFailed(
+                        "input_rejected",
+                        f"Segment {plan.index + 1} ({start:.1f}-{end:.1f} s): {one_line(cause)}",
+                    ) from None
+                last_error = f"{deployment} failed: {type(cause).__name__}: {one_line(cause)}"
             log.warning(
                 "job %s segment %d %s attempt %d: %s",
                 record.id,
@@ -187,6 +205,19 @@ class SegmentRunner:
         duration = max((p.end for p in plans.values()), default=0) / 16000
         diarize = record.options.diarize_options() if "d" in parts else None
         return await asyncio.to_thread(stitch, outcomes, duration, diarize)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The exception a replica raised, unwrapped from Ray's task-error wrapper."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """A user-fit message: the first line of the exception text, never a traceback."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 async def _resolve(response):

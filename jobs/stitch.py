@@ -1,8 +1,7 @@
 """Stitch per-segment transcriptions and diarizations into one result for the recording.
 
 Segment-local times become global, local speakers are linked into global ones (see
-speaker_linking: all segments' tracks are clustered jointly when every segment has them,
-else per-segment speakers are linked by centroid), each word gets the speaker of the
+speaker_linking: all segments' tracks are clustered jointly), each word gets the speaker of the
 exclusive turn it overlaps most, and words are regrouped into sentence-level segments of
 one speaker.
 """
@@ -17,14 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from deployments.diarization.clustering import ClusterParams
 from deployments.schemas import Diarization, DiarizeOptions, SpeakerTurn, Transcription
-from jobs.speaker_linking import (
-    LINK_THRESHOLD,
-    TRACK_THRESHOLD,
-    LocalSpeaker,
-    cluster_tracks,
-    link_speakers,
-)
+from jobs.speaker_linking import cluster_tracks
 from jobs.splitter import SegmentPlan
 
 NEAREST_TURN_S = 1.0  # a word outside every turn takes the nearest one within this
@@ -66,6 +60,7 @@ class JobResult(BaseModel):
     speakers: list[str]
     segments: list[StitchedSegment]
     turns: list[SpeakerTurn]  # global, relabelled, merged across segment boundaries (RTTM)
+    notes: list[str] = []  # e.g. a speaker-count hint the audio could not satisfy
 
     @property
     def text(self) -> str:
@@ -109,29 +104,13 @@ def _global_words(outcomes: list[SegmentOutcome], sr: int) -> list[StitchedWord]
     return words
 
 
-def _local_speakers(outcomes: list[SegmentOutcome]) -> list[LocalSpeaker]:
-    items: list[LocalSpeaker] = []
-    for k, oc in enumerate(outcomes):
-        d = oc.diarization
-        if d is None:
-            continue
-        speech: dict[str, float] = defaultdict(float)
-        for t in d.exclusive_turns or d.turns:
-            speech[t.speaker] += max(0.0, t.end - t.start)
-        for label in d.speakers:
-            emb = np.asarray(d.embeddings[label], dtype=np.float64)
-            norm = float(np.linalg.norm(emb))
-            items.append(LocalSpeaker(k, label, emb / norm if norm else emb, speech[label]))
-    return items
-
-
 # (start, end, global cluster id), segment-relative.
 _Span = tuple[float, float, int]
 
 
 def _spans_by_tracks(
-    outcomes: list[SegmentOutcome], options: DiarizeOptions | None, threshold: float
-) -> tuple[list[list[_Span]], list[list[_Span]]]:
+    outcomes: list[SegmentOutcome], options: DiarizeOptions | None, params: ClusterParams
+) -> tuple[list[list[_Span]], list[list[_Span]], list[str]]:
     """Turns and exclusive turns labelled by clustering all segments' tracks jointly."""
     diarized = [oc.diarization for oc in outcomes]
     tracks = [d.tracks if d is not None else [] for d in diarized]
@@ -146,8 +125,9 @@ def _spans_by_tracks(
     if len(speaking) == 1 and fits:
         # One segment: its own clustering already saw all the context there is.
         labels = [[d.speakers.index(t.speaker) for t in d.tracks] if d else [] for d in diarized]
+        notes = list(speaking[0].notes)
     else:
-        labels = cluster_tracks(tracks, options, threshold=threshold)
+        labels, notes = cluster_tracks(tracks, options, params)
     turns = [
         [(a, b, cid) for t, cid in zip(ts, ids, strict=True) for a, b in t.turns]
         for ts, ids in zip(tracks, labels, strict=True)
@@ -156,25 +136,7 @@ def _spans_by_tracks(
         [(a, b, cid) for t, cid in zip(ts, ids, strict=True) for a, b in t.exclusive_turns]
         for ts, ids in zip(tracks, labels, strict=True)
     ]
-    return turns, exclusive
-
-
-def _spans_by_speakers(
-    outcomes: list[SegmentOutcome], options: DiarizeOptions | None, threshold: float
-) -> tuple[list[list[_Span]], list[list[_Span]]]:
-    """Turns and exclusive turns labelled by linking per-segment speaker centroids."""
-    items = _local_speakers(outcomes)
-    ids = link_speakers(items, options, threshold=threshold)
-    mapping = {(it.segment, it.label): cid for it, cid in zip(items, ids, strict=True)}
-
-    def label(k: int, turns: list[SpeakerTurn]) -> list[_Span]:
-        return [(t.start, t.end, mapping[k, t.speaker]) for t in turns if (k, t.speaker) in mapping]
-
-    diarized = [oc.diarization for oc in outcomes]
-    return (
-        [label(k, d.turns) if d else [] for k, d in enumerate(diarized)],
-        [label(k, d.exclusive_turns) if d else [] for k, d in enumerate(diarized)],
-    )
+    return turns, exclusive, notes
 
 
 def _global_turns(outcomes: list[SegmentOutcome], spans: list[list[_Span]], sr: int) -> list[_Turn]:
@@ -287,9 +249,7 @@ def stitch(
     duration: float,
     options: DiarizeOptions | None = None,
     sample_rate: int = 16000,
-    *,
-    link_threshold: float = LINK_THRESHOLD,
-    track_threshold: float = TRACK_THRESHOLD,
+    params: ClusterParams | None = None,
 ) -> JobResult:
     """Combine the segments' results into one transcript with global speakers.
 
@@ -298,10 +258,7 @@ def stitch(
         duration: length of the whole recording in seconds.
         options: speaker-count constraints for linking speakers across segments.
         sample_rate: the rate plan offsets are counted in.
-        link_threshold: cosine distance under which two local speakers are one person
-            when the speaker count is not given (segments without tracks).
-        track_threshold: average-linkage distance at which track clusters stop merging
-            when every segment ships its tracks (then all tracks are clustered jointly).
+        params: clustering parameters for linking speakers (default: the diarizer's).
 
     Returns:
         The stitched result; speakers are SPEAKER_00, SPEAKER_01, ... by first appearance.
@@ -309,11 +266,7 @@ def stitch(
     outcomes = sorted(outcomes, key=lambda oc: (oc.plan.start, oc.plan.index))
     words = _global_words(outcomes, sample_rate)
 
-    speaking = [oc.diarization for oc in outcomes if oc.diarization and oc.diarization.speakers]
-    if speaking and all(d.tracks for d in speaking):
-        local, local_exclusive = _spans_by_tracks(outcomes, options, track_threshold)
-    else:  # results from diarizers (or checkpoints) without tracks
-        local, local_exclusive = _spans_by_speakers(outcomes, options, link_threshold)
+    local, local_exclusive, notes = _spans_by_tracks(outcomes, options, params or ClusterParams())
     boundaries = {oc.plan.start / sample_rate for oc in outcomes[1:]}
     turns = _merge_turns(_global_turns(outcomes, local, sample_rate), boundaries)
     exclusive = _merge_turns(_global_turns(outcomes, local_exclusive, sample_rate), boundaries)
@@ -338,4 +291,5 @@ def stitch(
             SpeakerTurn(start=round(t.start, 3), end=round(t.end, 3), speaker=names[t.speaker])
             for t in turns
         ],
+        notes=notes,
     )

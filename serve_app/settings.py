@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     )
     diarization_model: str = Field(
         "bundled",
-        description="'bundled' (pyannote segmentation + GE2E, offline) or a pyannote hub "
+        description="'bundled' (pyannote segmentation-3.0 + CAM++, offline) or a pyannote hub "
         "pipeline such as 'pyannote/speaker-diarization-community-1' (needs allow_downloads "
         "and hf_token).",
     )
@@ -40,9 +40,9 @@ class Settings(BaseSettings):
         None,
         gt=0.0,
         le=1.0,
-        description="Bundled diarizer: segmentation window step as a fraction of its 5 s. "
-        "Unset: 0.1 (pyannote's default). 0.2 diarizes 2.7x faster at some cost in DER and "
-        "in speaker-label consistency (docs/BENCHMARKS.md).",
+        description="Bundled diarizer: segmentation window hop as a fraction of its 10 s "
+        "window. Unset: 0.1 (pyannote 3.1's default); larger is faster and costs DER "
+        "(docs/BENCHMARKS.md).",
     )
     hf_token: SecretStr | None = Field(None, description="Hugging Face token for hub models.")
     allow_downloads: bool = Field(False, description="Allow fetching models from a hub.")

@@ -1,0 +1,284 @@
+"""Long multi-speaker recordings of real human voices with exact ground truth.
+
+The voices are Debian's Asterisk telephone prompts: each package is one professional voice
+talent reading a few hundred studio prompts (8 kHz mono, 10-28 min of speech per voice).
+A recording alternates speakers turn by turn, each turn a few prompts of one voice, and keeps
+every prompt's sample-exact span, so diarization tests and benchmarks get real voices with a
+perfect reference. The packages come from scripts/install.sh (as root).
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import gzip
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+SAMPLE_RATE = 16_000
+_SOUNDS = "/usr/share/asterisk/sounds"
+
+# Voice id -> glob of its prompts. The talents are named in /usr/share/doc/<package>/copyright
+# (es_co: LEEME); a speaker-embedding check found each package to be one consistent voice.
+VOICES: dict[str, str] = {
+    "en_allison": f"{_SOUNDS}/en_US_f_Allison/**/*.wav",  # Allison Smith
+    # Allison Smith again (the Digium Spanish set): the SAME PERSON as en_allison, so it is in
+    # neither split below; useful only for a cross-language same-speaker check.
+    "es_mx": f"{_SOUNDS}/es_MX_f_Allison/**/*.wav",
+    "fr_june": f"{_SOUNDS}/fr_CA_f_June/**/*.wav",  # June Wallack (Canadian French)
+    "it_carlo": f"{_SOUNDS}/it_IT_m_Carlo/**/*.wav",  # Carlo Flora (the only male voice)
+    "ru": f"{_SOUNDS}/ru_RU_f_IvrvoiceRU/**/*.wav",  # ivrvoice.ru's female talent (unnamed)
+    "es_co": f"{_SOUNDS}/es/**/*.gsm",  # July E. Jiménez (Avatar Ltda.), raw GSM 06.10
+    "fr_armelle": f"{_SOUNDS}/fr/**/*.gsm",  # Armelle Desjardins, raw GSM 06.10
+    # Credited to Marco Menardi and Paola Dal Zot; one female voice, so presumably the latter.
+    "it_menardi": f"{_SOUNDS}/it_IT_f_Menardi/**/*.wav",
+}
+PACKAGES: dict[str, str] = {
+    "en_allison": "asterisk-core-sounds-en-wav",
+    "es_mx": "asterisk-core-sounds-es-wav",
+    "fr_june": "asterisk-core-sounds-fr-wav",
+    "it_carlo": "asterisk-core-sounds-it-wav",
+    "ru": "asterisk-core-sounds-ru-wav",
+    "es_co": "asterisk-prompt-es-co",
+    "fr_armelle": "asterisk-prompt-fr-armelle",
+    "it_menardi": "asterisk-prompt-it-menardi-wav",
+}
+# Transcripts, `name: text` lines. None for es/fr: asterisk-core-sounds-es/-fr conflict with
+# es_co and fr_armelle (their alternatives symlink replaces the es/ and fr/ directories).
+TRANSCRIPTS: dict[str, str] = {
+    "en_allison": "asterisk-core-sounds-en",
+    "it_carlo": "asterisk-core-sounds-it",
+    "ru": "asterisk-core-sounds-ru",
+}
+# Tune on one set, report on the other: no person is in both (es_mx is en_allison).
+TUNE_VOICES = ["en_allison", "fr_june", "it_carlo", "es_co"]
+HELDOUT_VOICES = ["ru", "fr_armelle", "it_menardi"]
+
+_NON_SPEECH = {"beep", "beeperr", "ascending-2tone", "descending-2tone", "tt-monkeys"}
+_SILENCE = 10 ** (-50 / 20)  # digital silence: below -50 dBFS
+_MIN_PROMPT_S = 0.5
+CACHE_DIR = Path(tempfile.gettempdir()) / "speech-cluster-realvoices"
+_CACHE_VERSION = 1  # bump when the construction changes, to invalidate cached recordings
+
+
+@dataclass
+class RealRecording:
+    """A mixed recording and its exact reference.
+
+    Attributes:
+        audio: 16 kHz mono float32.
+        turns: (start, end, voice id) of every prompt, in seconds; the pauses between the
+            prompts of one turn are not speech.
+        turn_spans: (start, end, voice id) of every turn, first prompt start to last prompt end.
+        texts: per turn, the prompts' transcripts joined ("" where the voice has none).
+    """
+
+    audio: np.ndarray
+    turns: list[tuple[float, float, str]]
+    turn_spans: list[tuple[float, float, str]]
+    texts: list[str]
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+    def rttm(self, uri: str) -> str:
+        """The reference as RTTM lines, one per prompt."""
+        return "".join(
+            f"SPEAKER {uri} 1 {s:.6f} {e - s:.6f} <NA> <NA> {v} <NA> <NA>\n"
+            for s, e, v in self.turns
+        )
+
+    def annotation(self, uri: str | None = None):
+        """The reference as a pyannote.core.Annotation, one track per prompt."""
+        from pyannote.core import Annotation, Segment
+
+        ann = Annotation(uri=uri)
+        for i, (s, e, v) in enumerate(self.turns):
+            ann[Segment(s, e), i] = v
+        return ann
+
+    def write_wav(self, path: str | Path) -> Path:
+        """Write the audio as 16-bit PCM."""
+        sf.write(str(path), self.audio, SAMPLE_RATE, subtype="PCM_16")
+        return Path(path)
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    audio: np.ndarray  # 16 kHz float32, digital silence trimmed
+    text: str
+
+
+def _transcripts(voice: str) -> dict[str, str]:
+    if voice not in TRANSCRIPTS:
+        return {}
+    pkg = TRANSCRIPTS[voice]
+    path = Path(f"/usr/share/doc/{pkg}/core-sounds-{pkg.rsplit('-', 1)[1]}.txt.gz")
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: install the Debian package {pkg}")
+    out = {}
+    for line in gzip.decompress(path.read_bytes()).decode("utf-8-sig", "replace").splitlines():
+        name, sep, text = line.partition(":")
+        if sep and not line.startswith(";"):
+            text = text.strip().removeprefix(f"{name}:")  # ru repeats some names
+            # [@], (tone plays): annotations, not words.
+            out[name.strip()] = " ".join(re.sub(r"\[[^]]*\]|\([^)]*\)", " ", text).split())
+    return out
+
+
+def _read(path: str) -> tuple[np.ndarray, int]:
+    if path.endswith(".gsm"):  # headerless GSM 06.10, always 8 kHz mono
+        return sf.read(
+            path, format="RAW", subtype="GSM610", samplerate=8000, channels=1, dtype="float32"
+        )
+    return sf.read(path, dtype="float32", always_2d=True)[0].mean(axis=1), sf.info(path).samplerate
+
+
+@functools.cache
+def _prompts(voice: str) -> tuple[_Prompt, ...]:
+    """Every speech prompt of a voice, decoded, trimmed and resampled once per process."""
+    pattern = VOICES[voice]
+    root = pattern.split("/**", 1)[0]
+    if os.path.islink(root):
+        raise RuntimeError(
+            f"{root} is a symlink, not {PACKAGES[voice]}'s directory (asterisk-core-sounds-es"
+            f" or -fr replaced it): remove those and reinstall {PACKAGES[voice]}"
+        )
+    texts = _transcripts(voice)
+    prompts = []
+    for path in sorted(glob.glob(pattern, recursive=True)):
+        name = os.path.splitext(os.path.relpath(path, root))[0]
+        if name.startswith("silence/") or name in _NON_SPEECH:
+            continue
+        audio, rate = _read(path)
+        loud = np.flatnonzero(np.abs(audio) >= _SILENCE)
+        if loud.size == 0:
+            continue
+        audio = audio[loud[0] : loud[-1] + 1]
+        if rate != SAMPLE_RATE:
+            g = np.gcd(rate, SAMPLE_RATE)
+            audio = resample_poly(audio, SAMPLE_RATE // g, rate // g).astype(np.float32)
+        if len(audio) > _MIN_PROMPT_S * SAMPLE_RATE:
+            prompts.append(_Prompt(audio, texts.get(name, "")))
+    if not prompts:
+        raise RuntimeError(
+            f"no prompts for voice {voice!r} ({pattern}): install the Debian package "
+            f"{PACKAGES[voice]} (scripts/install.sh)"
+        )
+    return tuple(prompts)
+
+
+def build_meeting(
+    voices: list[str], minutes: float, seed: int = 0, overlap_prob: float = 0.0
+) -> RealRecording:
+    """A recording of `minutes` (exactly) in which the voices take turns.
+
+    Each turn is 1-4 prompts of one voice (0.1-0.4 s apart); the next voice, never the same
+    one twice in a row, follows after 0.3-1.5 s or, with probability overlap_prob, starts
+    0.3-1.0 s before the turn ends (at most half of either turn, so at most two voices speak
+    at once). Each voice's prompts are drawn without replacement until all have been used.
+    Natural levels are kept; the whole mix is scaled down only if it would clip.
+    """
+    if len(voices) < 2:
+        raise ValueError("need at least two voices")
+    rng = np.random.default_rng(seed)
+    pools = {v: _prompts(v) for v in voices}
+    queues: dict[str, list[int]] = {v: [] for v in voices}
+    total = round(minutes * 60 * SAMPLE_RATE)
+    placed: list[tuple[int, np.ndarray, str]] = []  # (start sample, audio, voice)
+    turns, spans, texts = [], [], []
+    cursor, prev, prev_start = 0, None, 0  # end of the last turn (samples), its voice, start
+    while True:
+        voice = voices[rng.choice([i for i, v in enumerate(voices) if v != prev])]
+        picks = []
+        for _ in range(int(rng.integers(1, 5))):
+            if not queues[voice]:  # cycle through a fresh shuffle of the whole pool
+                queues[voice] = rng.permutation(len(pools[voice])).tolist()
+            picks.append(pools[voice][queues[voice].pop()])
+        gaps = [round(rng.uniform(0.1, 0.4) * SAMPLE_RATE) for _ in picks[1:]]
+        length = sum(len(p.audio) for p in picks) + sum(gaps)
+        if prev is not None and rng.random() < overlap_prob:
+            back = min(rng.uniform(0.3, 1.0) * SAMPLE_RATE, (cursor - prev_start) / 2, length / 2)
+            start = cursor - round(back)
+        else:
+            start = cursor + round(rng.uniform(0.3, 1.5) * SAMPLE_RATE)
+        if start + length > total:
+            break
+        t = start
+        for p, gap in zip(picks, [*gaps, 0], strict=True):
+            placed.append((t, p.audio, voice))
+            turns.append((t / SAMPLE_RATE, (t + len(p.audio)) / SAMPLE_RATE, voice))
+            t += len(p.audio) + gap
+        spans.append((start / SAMPLE_RATE, (start + length) / SAMPLE_RATE, voice))
+        texts.append(" ".join(p.text for p in picks if p.text))
+        cursor, prev, prev_start = start + length, voice, start
+    audio = np.zeros(total, np.float32)
+    for t, a, _ in placed:
+        audio[t : t + len(a)] += a
+    peak = float(np.abs(audio).max(initial=0.0))
+    # Overlaps and resampling overshoot (peaks up to 1.12) can clip; one gain keeps the levels.
+    if peak > 0.99:
+        audio *= 0.99 / peak
+    return RealRecording(audio, turns, spans, texts)
+
+
+def cached_meeting(
+    voices: list[str],
+    minutes: float,
+    seed: int = 0,
+    overlap_prob: float = 0.0,
+    cache_dir: Path = CACHE_DIR,
+) -> RealRecording:
+    """build_meeting, kept in cache_dir as <key>.wav (16-bit, so the audio comes back
+    quantised) and <key>.json (turns, turn_spans, texts), and reused."""
+    params = [list(voices), minutes, seed, overlap_prob, _CACHE_VERSION]
+    key = hashlib.sha1(json.dumps(params).encode()).hexdigest()[:16]
+    wav, meta = cache_dir / f"{key}.wav", cache_dir / f"{key}.json"
+    if wav.exists() and meta.exists():
+        ref = json.loads(meta.read_text())
+        audio = sf.read(str(wav), dtype="float32")[0]
+        tuples = [[(s, e, v) for s, e, v in ref[k]] for k in ("turns", "turn_spans")]
+        return RealRecording(audio, *tuples, ref["texts"])
+    rec = build_meeting(voices, minutes, seed, overlap_prob)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Write-then-rename, and the json last: parallel test workers never see half a file.
+    tmp = f".{os.getpid()}.tmp"
+    rec.write_wav(wav.with_suffix(tmp + ".wav"))
+    os.replace(wav.with_suffix(tmp + ".wav"), wav)
+    ref = {"params": params, "turns": rec.turns, "turn_spans": rec.turn_spans, "texts": rec.texts}
+    meta.with_suffix(tmp).write_text(json.dumps(ref, ensure_ascii=False))
+    os.replace(meta.with_suffix(tmp), meta)
+    return rec
+
+
+if __name__ == "__main__":
+    import time
+
+    # Timings: "cold" includes decoding, trimming and resampling every prompt of the voices.
+    for voices, minutes, cold in (
+        (TUNE_VOICES[:3], 20.0, True),
+        (HELDOUT_VOICES[:3], 2.0, True),
+        (TUNE_VOICES[:3], 60.0, True),
+        (TUNE_VOICES[:3], 60.0, False),
+    ):
+        if cold:
+            _prompts.cache_clear()
+        t0 = time.perf_counter()
+        rec = build_meeting(voices, minutes, seed=0, overlap_prob=0.1)
+        took = time.perf_counter() - t0
+        speech = {v: round(sum(e - s for s, e, w in rec.turns if w == v), 1) for v in voices}
+        print(
+            f"{minutes:g} min {voices}: {rec.duration:.1f} s, {len(rec.turn_spans)} turns, "
+            f"{len(rec.turns)} prompts, speech s {speech}, "
+            f"built in {took:.2f} s ({'cold' if cold else 'warm'})"
+        )
