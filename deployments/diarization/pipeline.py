@@ -84,7 +84,7 @@ class SpeakerDiarizer:
         pieces = pc.make_pieces(activity, count, seg.frame_step)
         vectors = self.embedder([self._piece_audio(p, audio, seg) for p in pieces])
         weights = np.array([_weight(p, seg.frame_step) for p in pieces])
-        links = pc.cannot_link(pieces, seg.frame_step)
+        links = pc.cannot_link(seg, track, pieces)
         lo, hi = count_bounds(options.num_speakers, options.min_speakers, options.max_speakers)
         result = cluster(vectors, weights, links, lo, hi, self.params)
 
