@@ -278,6 +278,13 @@ def stitch(
     names = {cid: f"SPEAKER_{i:02d}" for i, cid in enumerate(order)}
 
     _attribute(words, exclusive, names)
+    wanted = (options.num_speakers or options.min_speakers or 0) if options else 0
+    if len(order) < wanted:
+        # Said once, by what the whole recording gave, whatever the clustering noted.
+        notes = [
+            f"asked for {'at least ' if not options.num_speakers else ''}{wanted} speakers, "
+            f"but the audio holds only {len(order)} that can be told apart"
+        ]
     counts = [
         sum(len(s.words) or bool(s.text.strip()) for s in oc.transcription.segments)
         for oc in outcomes

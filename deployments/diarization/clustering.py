@@ -25,6 +25,7 @@ ANCHOR_WEIGHT = 1.0  # seconds of clean speech for a piece to found or steer a c
 MIN_CLUSTER_WEIGHT = 1.0  # seconds of speech for a cluster to stand as a speaker...
 MIN_CLUSTER_SHARE = 0.03  # ...and this share of all speech (long recordings)
 MAX_ITEMS = 1500  # pieces in the quadratic step; the rest are assigned to centroids
+SAME_VOICE = 0.65  # clusters this similar are one voice even when a hint asks for more
 CANNOT_LINK_PENALTY = 1.0  # added to the cosine distance of pieces heard together
 
 
@@ -35,6 +36,7 @@ class ClusterParams:
     min_cluster_weight: float = MIN_CLUSTER_WEIGHT
     min_cluster_share: float = MIN_CLUSTER_SHARE
     max_items: int = MAX_ITEMS
+    same_voice: float = SAME_VOICE
     count_onset: float = 0.5  # share of windows that must hear a speaker (pipeline's count)
 
 
@@ -208,19 +210,20 @@ def _agglomerate(
         ids = np.unique(labels)
         return ids[[w[labels == c].sum() >= min_mass for c in ids]]
 
-    n = sum(1 for _, _, s in merges if s >= params.threshold)  # similarities only fall
+    # The tree cut at the threshold: the merges before the first one below it.
+    n = next((i for i, (*_, s) in enumerate(merges) if s < params.threshold), len(merges))
     labels = _cut(k, merges, n)
     found = len(heavy(labels))
     if not lo <= found <= hi:
-        # Cut the tree into the allowed number of heavy clusters, nearest the threshold's.
+        # Cut the tree into the allowed number of heavy clusters, nearest the threshold's. A
+        # hint never splits what is plainly one voice (merged above `same_voice`): the audio
+        # then gives fewer speakers than asked, and the caller says so.
         target = min(max(found, lo), hi)
-        counts = {m: len(heavy(_cut(k, merges, m))) for m in range(k)}
-        fits = [m for m, c in counts.items() if c == target]
-        if fits:
-            labels = _cut(k, merges, min(fits, key=lambda m: abs(m - n)))
-        else:  # not that many heavy clusters: count every cluster instead
-            labels = _cut(k, merges, k - target)
-            return [np.flatnonzero(labels == c).tolist() for c in np.unique(labels)]
+        firm = sum(1 for _, _, s in merges if s >= params.same_voice)
+        cuts = range(firm, k) if target > found else range(k)
+        counts = {m: len(heavy(_cut(k, merges, m))) for m in cuts}
+        best = min(counts, key=lambda m: (abs(counts[m] - target), abs(m - n)))
+        labels = _cut(k, merges, best)
 
     large = heavy(labels)
     if len(large) == 0:
