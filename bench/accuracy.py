@@ -1,252 +1,218 @@
-"""Accuracy: the chunked, stitched cluster result vs the same models on the whole file.
+"""Diarization accuracy on real speech: DER per set, speakers found vs true, with and without
+speaker-count hints.
 
-    .venv/bin/python bench/accuracy.py --minutes 10 [--estimate-speakers] [--json PATH]
+    .venv/bin/python bench/accuracy.py                      # the cluster, default settings
+    .venv/bin/python bench/accuracy.py --long               # + 60 min of held-out voices
+    .venv/bin/python bench/accuracy.py --engine in-process --tune --param threshold=0.45
 
-Recordings: a synthetic three-voice meeting of about --minutes (tests.synth: exact text and
-turns), and the pyannote sample (sample.wav, .rttm, .stm inside pyannote.audio; 30 s, two
-speakers). Systems:
-- cluster: POST /v1/jobs (diarize on), the stitched result;
-- unchunked: the replicas' engines in this process on the whole file in one call
-  (`WhisperBatchTranscriber.transcribe_many` + the diarizer), stitched as one segment;
-- sequential: faster-whisper `WhisperModel.transcribe(temperature=0, vad_filter=True)`.
-WER uses jiwer on text normalised by tests/conftest.normalize_text. DER is
-pyannote.metrics' DiarizationErrorRate (collar 0.25 s) of the result's `turns`. cpWER:
-every reference speaker's words against those of the hypothesis speaker matched to it
-(one-to-one, fewest errors; unmatched speakers count in full), over all reference words.
-By default jobs get the true speaker count (`num_speakers`); --estimate-speakers omits it.
+Sets (tests/realsets.py): AMI trn00-04 (tune) and trn05-09 (held out); the pyannote call;
+20 min meetings of real studio voices, tune voices and held-out voices (tests/realvoices.py,
+5 % of turns overlapped); with --long, 60 min of held-out voices; the espeak 3-voice meeting
+(tests/synth.py) for reference. --tune runs only the tune sets.
+
+Engines:
+- cluster: POST /v1/jobs on a private local Ray cluster with the default settings, as a user
+  runs it (segments, replicas, stitching);
+- in-process: the same diarizer on the job's ~30 s segments plus the job's stitching, without
+  Ray: fast, for tuning the clustering with --param NAME=VALUE (ClusterParams fields).
+
+DER: pyannote.metrics, collar 0, overlapped speech scored, accumulated over a set's files;
+miss, false alarm and confusion apart; DER at a 0.25 s collar for reference.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+import time
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.cluster import Cluster
 from bench.common import (
     add_common_args,
     bench_settings,
     build_recording,
     deployment_options,
-    load_core,
     log,
     make_parser,
-    ratio,
     ray_cpus,
     table,
     workspace,
     write_json,
 )
-from deployments.schemas import SAMPLE_RATE, DiarizeOptions, TranscribeOptions
-from tests.conftest import load_audio, normalize_text, pyannote_sample_dir, wer
-from tests.synth import write_wav
-
-Turn = tuple[float, float, str]
-
-
-@dataclass
-class Case:
-    """One recording with its reference: turns (DER) and (speaker, text) in order (WER)."""
-
-    name: str
-    path: Path
-    turns: list[Turn]
-    texts: list[tuple[str, str]]
-
-    @property
-    def speakers(self) -> int:
-        return len({spk for _, _, spk in self.turns})
+from tests.realsets import (
+    AMI_HELDOUT,
+    AMI_TUNE,
+    DerTally,
+    RealCase,
+    ami_cases,
+    sample_case,
+    voices_case,
+)
+from tests.realvoices import HELDOUT_VOICES, TUNE_VOICES
 
 
-def meeting_case(minutes: float, tmp: Path) -> Case:
-    rec = build_recording(minutes)
-    path = write_wav(rec.audio, tmp / "meeting.wav")
-    texts = [(spk, text) for (_, _, spk), text in zip(rec.turns, rec.texts, strict=True)]
-    return Case(f"synthetic meeting {rec.duration / 60:.1f} min", path, rec.turns, texts)
-
-
-def sample_case() -> Case:
-    folder = pyannote_sample_dir()
-    turns = []
-    for line in (folder / "sample.rttm").read_text().splitlines():
-        f = line.split()
-        turns.append((float(f[3]), float(f[3]) + float(f[4]), f[7]))
-    rows = [line.split(maxsplit=5) for line in (folder / "sample.stm").read_text().splitlines()]
-    texts = [(f[2], f[5]) for f in sorted(rows, key=lambda f: float(f[3]))]
-    return Case("pyannote sample 0.5 min", folder / "sample.wav", turns, texts)
-
-
-def errors(reference: str, hypothesis: str) -> int:
-    import jiwer
-
-    ref, hyp = normalize_text(reference), normalize_text(hypothesis)
-    if not ref or not hyp:
-        return len(ref.split()) + len(hyp.split())
-    out = jiwer.process_words(ref, hyp)
-    return out.substitutions + out.deletions + out.insertions
-
-
-def cpwer(reference: dict[str, str], hypothesis: dict[str, str]) -> float:
-    """Concatenated-permutation WER over the best one-to-one speaker matching."""
-    from scipy.optimize import linear_sum_assignment
-
-    refs, hyps = list(reference.values()), list(hypothesis.values())
-    n = max(len(refs), len(hyps))
-    refs, hyps = refs + [""] * (n - len(refs)), hyps + [""] * (n - len(hyps))
-    cost = np.array([[errors(r, h) for h in hyps] for r in refs])
-    rows, cols = linear_sum_assignment(cost)
-    return float(cost[rows, cols].sum()) / sum(len(normalize_text(r).split()) for r in refs)
-
-
-def der(reference: list[Turn], hypothesis: list[Turn], duration: float) -> float:
+def synthetic_case(folder: Path) -> RealCase:
     from pyannote.core import Annotation, Segment, Timeline
+
+    from tests.synth import write_wav
+
+    rec = build_recording(10)
+    ref = Annotation()
+    for i, (start, end, who) in enumerate(rec.turns):
+        ref[Segment(start, end), i] = who
+    uem = Timeline([Segment(0, len(rec.audio) / 16000)])
+    return RealCase("espeak 3 voices 10 min", write_wav(rec.audio, folder / "synth.wav"), ref, uem)
+
+
+def sets(args: argparse.Namespace, folder: Path) -> dict[str, list[RealCase]]:
+    out = {
+        "AMI trn00-04 (tune)": ami_cases(AMI_TUNE),
+        "4 tune voices, 20 min (tune)": [voices_case(TUNE_VOICES, 20, 21, 0.05, folder)],
+    }
+    if args.tune:
+        return out
+    out |= {
+        "AMI trn05-09 (held out)": ami_cases(AMI_HELDOUT),
+        "pyannote call (held out)": [sample_case()],
+        "3 held-out voices, 20 min": [voices_case(HELDOUT_VOICES, 20, 12, 0.05, folder)],
+    }
+    if args.long:
+        out["3 held-out voices, 60 min"] = [voices_case(HELDOUT_VOICES, 60, 13, 0.05, folder)]
+    out["espeak 3 voices (reference only)"] = [synthetic_case(folder)]
+    return out
+
+
+class InProcess:
+    """The job's path without Ray: split, diarize each segment, stitch."""
+
+    def __init__(self, settings, args: argparse.Namespace) -> None:
+        from deployments.diarization.clustering import ClusterParams
+        from deployments.diarizer import load_diarizer
+
+        fields = {}
+        for item in args.param:
+            name, _, value = item.partition("=")
+            fields[name] = float(value)
+        self.params = ClusterParams(**fields)
+        self.diarizer = load_diarizer(
+            "bundled", settings.resolved_models_dir, False, None, "cpu", args.threads
+        )
+        self.diarizer.params = self.params
+
+    def turns(self, case: RealCase, hint: int | None) -> tuple[list, float]:
+        from deployments.audio import decode_audio
+        from deployments.schemas import DiarizeOptions, Transcription
+        from jobs.splitter import split_stream
+        from jobs.stitch import SegmentOutcome, stitch
+
+        audio = decode_audio(case.path)
+        t0 = time.monotonic()
+        outcomes = []
+        for plan, part in split_stream([audio], target_s=30.0, min_s=10.0, max_s=60.0):
+            empty = Transcription(
+                language="en", language_probability=1.0, duration=len(part) / 16000, segments=[]
+            )
+            d = self.diarizer(part, DiarizeOptions(max_speakers=hint))
+            outcomes.append(SegmentOutcome(plan, empty, d))
+        result = stitch(
+            outcomes, len(audio) / 16000, DiarizeOptions(num_speakers=hint), params=self.params
+        )
+        return [(t.start, t.end, t.speaker) for t in result.turns], time.monotonic() - t0
+
+
+class OnCluster:
+    def __init__(self, cluster) -> None:
+        self.cluster = cluster
+
+    def turns(self, case: RealCase, hint: int | None) -> tuple[list, float]:
+        form = {"num_speakers": hint} if hint else {}
+        run = self.cluster.run_job(case.path, verbose=False, diarize=True, **form)
+        if run.status != "completed":
+            raise RuntimeError(f"{case.name}: job {run.status}: {run.snapshot.get('error')}")
+        turns = [(t["start"], t["end"], t["speaker"]) for t in run.result["turns"]]
+        return turns, run.wall_s
+
+
+def evaluate(engine, all_sets: dict[str, list[RealCase]]) -> list[list]:
     from pyannote.metrics.diarization import DiarizationErrorRate
 
-    def annotation(turns: list[Turn]) -> Annotation:
-        ann = Annotation()
-        for start, end, speaker in turns:
-            ann[Segment(start, end)] = speaker
-        return ann
+    rows = []
+    for name, cases in all_sets.items():
+        for hinted in (False, True):
+            tally, loose = DerTally(), DiarizationErrorRate(collar=0.25)
+            audio_s = wall_s = 0.0
+            for case in cases:
+                log(f"{name}: {case.name}{' with num_speakers' if hinted else ''}")
+                turns, seconds = engine.turns(case, case.speakers if hinted else None)
+                tally.add(case, turns)
+                from pyannote.core import Annotation, Segment
 
-    metric = DiarizationErrorRate(collar=0.25)
-    uem = Timeline([Segment(0, duration)])
-    return float(metric(annotation(reference), annotation(hypothesis), uem=uem))
-
-
-def by_speaker(pairs) -> dict[str, str]:
-    out: dict[str, list[str]] = {}
-    for speaker, text in pairs:
-        out.setdefault(str(speaker), []).append(text)
-    return {speaker: " ".join(texts) for speaker, texts in out.items()}
-
-
-def scores(case: Case, result: dict, duration: float) -> dict:
-    """WER, DER and cpWER of a job-shaped result against the case's reference."""
-    words = [(w["speaker"], w["text"]) for s in result["segments"] for w in s["words"]]
-    turns = [(t["start"], t["end"], t["speaker"]) for t in result["turns"]]
-    return {
-        "text": " ".join(s["text"] for s in result["segments"]),
-        "speakers": len(result["speakers"]),
-        "der": der(case.turns, turns, duration),
-        "cpwer": cpwer(by_speaker(case.texts), by_speaker(words)),
-    }
-
-
-def in_process(settings, case: Case, args: argparse.Namespace, core, diarizer) -> dict:
-    """Unchunked (stitched as one segment) and sequential results for one case."""
-    from jobs.splitter import SegmentPlan
-    from jobs.stitch import SegmentOutcome, stitch
-
-    audio = load_audio(case.path)
-    duration = len(audio) / SAMPLE_RATE
-    dopts = DiarizeOptions(num_speakers=None if args.estimate_speakers else case.speakers)
-    options = TranscribeOptions(language=args.language, word_timestamps=True)
-    outcome = SegmentOutcome(
-        plan=SegmentPlan(index=0, start=0, end=len(audio), forced=False),
-        transcription=core.transcribe_many([audio], [options])[0],
-        diarization=diarizer(audio, dopts),
-    )
-    whole = stitch([outcome], duration, dopts).model_dump()
-    segments, _ = core.model.transcribe(
-        audio, language=args.language, temperature=0.0, vad_filter=True, beam_size=5
-    )
-    return {
-        "duration": duration,
-        "unchunked": scores(case, whole, duration),
-        "sequential": " ".join(s.text.strip() for s in segments),
-    }
+                hyp = Annotation()
+                for i, (a, b, s) in enumerate(turns):
+                    hyp[Segment(a, b), i] = s
+                loose(case.reference, hyp, uem=case.uem)
+                audio_s += case.reference.get_timeline().extent().end
+                wall_s += seconds
+            p = tally.parts()
+            rows.append(
+                [
+                    name,
+                    "num_speakers" if hinted else "none",
+                    tally.exact_counts(),
+                    " ".join(f"{f}/{t}" for f, t in tally.counts) if len(cases) <= 10 else "",
+                    p["der"],
+                    p["miss"],
+                    p["false_alarm"],
+                    p["confusion"],
+                    abs(loose),
+                    audio_s / max(wall_s, 1e-9),
+                ]
+            )
+    return rows
 
 
 def parse_args() -> argparse.Namespace:
     parser = make_parser(__doc__)
-    parser.add_argument("--minutes", type=float, default=10.0, help="synthetic meeting length")
-    parser.add_argument("--estimate-speakers", action="store_true", help="omit num_speakers")
+    parser.add_argument("--engine", choices=("cluster", "in-process"), default="cluster")
+    parser.add_argument("--tune", action="store_true", help="only the tune sets")
+    parser.add_argument("--long", action="store_true", help="add 60 min of held-out voices")
+    parser.add_argument(
+        "--param", action="append", default=[], help="in-process: ClusterParams NAME=VALUE"
+    )
     add_common_args(parser)
     return parser.parse_args()
 
 
 def main() -> int:
-    from deployments.diarizer import load_diarizer
-
     args = parse_args()
-    wer_rows, der_rows = [], []
+    headers = [
+        "set",
+        "hint",
+        "exact count",
+        "found/true",
+        "DER",
+        "miss",
+        "false alarm",
+        "confusion",
+        "DER collar 0.25",
+        "x realtime",
+    ]
     with workspace() as tmp:
         settings = bench_settings(tmp / "data", args)
-        cases = [meeting_case(args.minutes, tmp), sample_case()]
-        core = load_core(settings, args.threads)
-        diarizer = load_diarizer(
-            settings.diarization_model,
-            settings.resolved_models_dir,
-            settings.allow_downloads,
-            settings.hf_token.get_secret_value() if settings.hf_token else None,
-            settings.device,
-            args.threads,
-        )
-        base = {}
-        for case in cases:
-            log(f"{case.name}: in-process")
-            base[case.name] = in_process(settings, case, args, core, diarizer)
-        del core, diarizer
-        with Cluster(settings, args.port, ray_cpus(args)) as cluster:
-            cluster.deploy(**deployment_options(args))
-            for case in cases:
-                log(f"{case.name}: cluster")
-                form = {} if args.estimate_speakers else {"num_speakers": case.speakers}
-                run = cluster.run_job(case.path, diarize=True, language=args.language, **form)
-                if run.status != "completed":
-                    raise RuntimeError(f"job {run.status}: {run.snapshot.get('error')}")
-                b = base[case.name]
-                ours, whole = scores(case, run.result, b["duration"]), b["unchunked"]
-                reference = " ".join(text for _, text in case.texts)
-                unchunked_wer = wer(reference, whole["text"])
-                for name, text in (
-                    (f"cluster ({run.snapshot['segments_total']} segments)", ours["text"]),
-                    ("unchunked, same engine", whole["text"]),
-                    ("faster-whisper sequential T=0", b["sequential"]),
-                ):
-                    w = wer(reference, text)
-                    vs = wer(whole["text"], text)
-                    wer_rows.append([case.name, name, w, vs, ratio(w, unchunked_wer)])
-                for name, s in (("cluster", ours), ("unchunked", whole)):
-                    der_rows.append(
-                        [
-                            case.name,
-                            name,
-                            f"{s['speakers']}/{case.speakers}",
-                            s["der"],
-                            s["cpwer"],
-                            ratio(s["der"], whole["der"]),
-                            ratio(s["cpwer"], whole["cpwer"]),
-                        ]
-                    )
-    tables = [
-        table(
-            f"Transcript WER ({settings.whisper_model})",
-            ["recording", "system", "WER", "WER vs unchunked", "WER ÷ unchunked"],
-            wer_rows,
-            digits=3,
-        ),
-        table(
-            "Diarization (DER collar 0.25 s; cpWER)",
-            [
-                "recording",
-                "system",
-                "speakers",
-                "DER",
-                "cpWER",
-                "DER ÷ unchunked",
-                "cpWER ÷ unchunked",
-            ],
-            der_rows,
-            digits=3,
-        ),
-    ]
-    write_json(args.json, args, tables)
+        all_sets = sets(args, tmp)
+        if args.engine == "in-process":
+            rows = evaluate(InProcess(settings, args), all_sets)
+        else:
+            from bench.cluster import Cluster
+
+            with Cluster(settings, args.port, ray_cpus(args)) as cluster:
+                cluster.deploy(**deployment_options(args))
+                cluster.warm_up(tmp)
+                rows = evaluate(OnCluster(cluster), all_sets)
+    title = f"Diarization on real speech ({args.engine}; DER collar 0, overlap scored)"
+    write_json(args.json, args, [table(title, headers, rows, digits=3)])
     return 0
 
 

@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # Installs everything the service and its tests need, idempotently:
-#   Debian packages (espeak-ng/sox for synthesized test speech, redis-server for restart tests),
+#   Debian packages (espeak-ng/sox for exact-timing test speech, redis-server for restart tests,
+#   Asterisk's studio prompts: real voices with transcripts for diarization tests and bench/),
 #   a virtual environment at .venv with the pinned Python dependency set,
 #   and the bundled offline models (provisioned into SPEECH_MODELS_DIR or ~/.cache/speech-cluster/models).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(espeak-ng sox redis-server asterisk-core-sounds-en-wav asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav asterisk-core-sounds-es-wav asterisk-core-sounds-ru-wav asterisk-prompt-es-co asterisk-prompt-fr-armelle asterisk-prompt-it-menardi-wav asterisk-core-sounds-en asterisk-core-sounds-it asterisk-core-sounds-ru)
+APT_PACKAGES=(
+  espeak-ng sox redis-server
+  # One voice each (tests/realvoices.py). Not asterisk-core-sounds-es/-fr: they replace the
+  # es/ and fr/ folders of asterisk-prompt-es-co and -fr-armelle.
+  asterisk-core-sounds-en-wav asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav
+  asterisk-core-sounds-es-wav asterisk-core-sounds-ru-wav asterisk-prompt-es-co
+  asterisk-prompt-fr-armelle asterisk-prompt-it-menardi-wav
+  asterisk-core-sounds-en asterisk-core-sounds-it asterisk-core-sounds-ru  # transcripts
+)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -11,8 +11,11 @@ from __future__ import annotations
 import re
 
 import httpx
+import numpy as np
 import pytest
 
+from deployments.schemas import InputRejected
+from jobs.segment_runner import one_line, root_cause
 from tests.jobclient import result, submit, wait_done
 from tests.realsets import DerTally, ami_cases, sample_case, voices_case
 from tests.realvoices import HELDOUT_VOICES
@@ -119,3 +122,23 @@ def test_twenty_minutes_of_held_out_real_voices(serve_url, tmp_path_factory):
     assert len(res["speakers"]) == case.speakers
     assert parts["confusion"] <= MAX_VOICES_CONFUSION, parts
     assert parts["der"] <= MAX_VOICES_DER, parts
+
+
+@pytest.mark.parametrize(
+    ("audio", "options", "says"),
+    [
+        (np.zeros(16000, np.float32), {"num_speakers": 0}, "num_speakers"),
+        (np.full(16000, np.nan, np.float32), {}, "non-finite"),
+    ],
+)
+async def test_replica_rejects_bad_input_as_input_rejected(serve_url, audio, options, says):
+    """What the job runner relies on to fail at once: a replica's InputRejected reaches the
+    caller through Ray as that type, with a one-line message."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("Diarizer", app_name="speech")
+    with pytest.raises(Exception) as err:
+        await handle.diarize.remote(audio, options)
+    cause = root_cause(err.value)
+    assert isinstance(cause, InputRejected), type(err.value)
+    assert says in one_line(cause) and "Traceback" not in one_line(cause)

@@ -13,7 +13,7 @@ import uuid
 import numpy as np
 import pytest
 
-from deployments.schemas import Transcription
+from deployments.schemas import InputRejected, Transcription
 from jobs.manager import ManagerConfig
 from jobs.records import JobRecord
 from jobs.segment_runner import SegmentFailed, SegmentRunner
@@ -47,12 +47,24 @@ class FakeHandle:
                 await asyncio.sleep(3600)
             if kind == "boom":
                 raise RuntimeError("replica died")
+            if kind == "reject":  # as Ray delivers it: a wrapper with the cause and a traceback
+                raise _RayLikeError(InputRejected("invalid num_speakers: too small"))
+            if kind == "crash":
+                raise _RayLikeError(RuntimeError("CUDA error: out of memory"))
             if kind == "bad":
                 return {"text": "a sentence-level shape from another version"}
             return Transcription(language="en", language_probability=1.0, duration=1.0, segments=[])
 
         self.responses.append(FakeResponse(behaviour))
         return self.responses[-1]
+
+
+class _RayLikeError(Exception):
+    def __init__(self, cause: Exception):
+        super().__init__(
+            f"ray::Diarizer.diarize()\nTraceback (most recent call last):\n  {cause!r}"
+        )
+        self.cause = cause
 
 
 @pytest.fixture()
@@ -111,3 +123,24 @@ async def test_drifted_output_schema_is_caught_at_the_boundary(runner):
 class _NoProgress:
     def part_done(self, index, part):
         pass
+
+
+async def test_input_rejected_fails_at_once_with_one_line(runner):
+    seg, store = runner
+    record = await _record(store)
+    seg._handles["Transcriber"] = FakeHandle(["reject", "ok", "ok"])
+    with pytest.raises(SegmentFailed) as err:
+        await seg._call(record, PLAN, "t", np.zeros(16000, np.float32), _NoProgress())
+    assert err.value.code == "input_rejected"
+    assert await store.calls(record.id) == {"0:t": 1}  # deterministic: not retried
+    assert err.value.message == "Segment 1 (0.0-1.0 s): invalid num_speakers: too small"
+
+
+async def test_retried_failure_message_has_no_traceback(runner):
+    seg, store = runner
+    record = await _record(store)
+    seg._handles["Transcriber"] = FakeHandle(["crash"] * 3)
+    with pytest.raises(SegmentFailed) as err:
+        await seg._call(record, PLAN, "t", np.zeros(16000, np.float32), _NoProgress())
+    assert "\n" not in err.value.message and "Traceback" not in err.value.message
+    assert "RuntimeError: CUDA error: out of memory" in err.value.message
