@@ -83,14 +83,17 @@ def test_ten_minutes_split_fanned_out_and_stitched(http, app_settings, ten_minut
 
 
 def test_three_speakers_keep_their_labels(http, tmp_path):
+    """Three real voices (one English, so there are words), short 20 s segments, no hints:
+    each person keeps one label from segment to segment."""
     from pyannote.core import Annotation, Segment
     from pyannote.metrics.diarization import DiarizationErrorRate
 
-    rec = meeting(36, seed=7)
-    path = write_wav(rec.audio, tmp_path / "meeting.wav")
-    # espeak voices are too alike for CAM++ to count unaided; real voices are counted in
-    # test_real_diarization.py.
-    job_id = submit(http, path, diarize=True, segment_s=20, num_speakers=3)
+    from tests.realvoices import build_meeting
+
+    rec = build_meeting(["en_allison", "it_menardi", "ru"], 2.5, seed=7)
+    path = tmp_path / "meeting.wav"
+    rec.write_wav(path)
+    job_id = submit(http, path, diarize=True, segment_s=20)
     status = wait_done(http, job_id)
     assert status["status"] == "completed", status
     assert status["segments_total"] >= 4
@@ -100,22 +103,27 @@ def test_three_speakers_keep_their_labels(http, tmp_path):
     hyp = Annotation()
     for turn in res["turns"]:
         hyp[Segment(turn["start"], turn["end"])] = turn["speaker"]
-    der = DiarizationErrorRate(collar=0.25)(rec.annotation(), hyp)
+    der = DiarizationErrorRate(collar=0.25)(rec.annotation(), hyp, uem=None)
     print(f"DER (collar 0.25) over {rec.duration:.0f}s: {der:.3f}")
     assert der <= 0.08
 
-    # One person, one label: each true speaker's words carry a single majority label.
+    # One person, one label: most of each person's speech time carries one label, and so do
+    # their words (a word at a turn change may follow the piece it was cut with).
+    ref = rec.annotation()
+    for true_spk in ref.labels():
+        spoken = ref.label_timeline(true_spk)
+        by_label = {lab: hyp.label_timeline(lab).crop(spoken).duration() for lab in hyp.labels()}
+        share = max(by_label.values()) / sum(by_label.values())
+        assert share >= 0.95, (true_spk, by_label)
     words = [w for seg in res["segments"] for w in seg["words"]]
-    for true_spk in {t[2] for t in rec.turns}:
-        labels = [
-            w["speaker"]
-            for w in words
-            if any(
-                s <= (w["start"] + w["end"]) / 2 <= e and spk == true_spk for s, e, spk in rec.turns
-            )
-        ]
-        majority = max(set(labels), key=labels.count)
-        assert labels.count(majority) / len(labels) >= 0.95, (true_spk, labels)
+    assert len(words) >= 50
+    labels = [
+        w["speaker"]
+        for w in words
+        if ref.label_timeline("en_allison").overlapping((w["start"] + w["end"]) / 2)
+    ]
+    assert len(labels) >= 20
+    assert max(labels.count(x) for x in set(labels)) / len(labels) >= 0.9, labels
 
 
 def test_killing_the_manager_mid_job_loses_no_work(http, app_settings, ten_minutes):

@@ -173,16 +173,22 @@ def test_cannot_link_within_segment_unless_forced(voices):
     [
         (DiarizeOptions(num_speakers=2), 2),
         (DiarizeOptions(num_speakers=3), 3),
-        (DiarizeOptions(num_speakers=4), 4),
         (DiarizeOptions(max_speakers=2), 2),
-        (DiarizeOptions(min_speakers=5), 5),
         (DiarizeOptions(min_speakers=2, max_speakers=5), 3),
         (None, 3),
+        # Three voices: a hint for more never splits one voice; the result says why.
+        (DiarizeOptions(num_speakers=4), 3),
+        (DiarizeOptions(min_speakers=5), 3),
     ],
 )
 def test_speaker_count_options(voices, options, expected):
     outs, _ = _conversation(voices, np.random.default_rng(4))
-    assert len(stitch(outs, 180.0, options).speakers) == expected
+    res = stitch(outs, 180.0, options)
+    assert len(res.speakers) == expected
+    wanted = (options.num_speakers or options.min_speakers or 0) if options else 0
+    assert bool(res.notes) == (wanted > expected)
+    if res.notes:
+        assert f"{wanted} speakers" in res.notes[0] and "only 3" in res.notes[0]
 
 
 def test_tiny_speaker_attached_not_new(voices):
@@ -331,7 +337,7 @@ def test_tracks_clustered_jointly_undo_local_merge(voices):
 
 @pytest.mark.parametrize(
     ("options", "expected"),
-    [(None, 3), (DiarizeOptions(num_speakers=2), 2), (DiarizeOptions(min_speakers=4), 4)],
+    [(None, 3), (DiarizeOptions(num_speakers=2), 2), (DiarizeOptions(min_speakers=4), 3)],
 )
 def test_track_clustering_honours_speaker_count(voices, options, expected):
     outs, _ = _tracked_conversation(voices, np.random.default_rng(11))

@@ -21,7 +21,7 @@ import numpy as np
 from deployments.diarization.segmentation import LocalSegmentation
 
 LINK_IOU = 0.5  # activity agreement needed to link local speakers of adjacent windows
-PAUSE_S = 0.5  # a pause this long in a track starts a new piece
+PAUSE_S = 0.3  # a pause this long in a track starts a new piece
 MAX_PIECE_S = 10.0  # longer stretches are cut into equal pieces
 MIN_TOGETHER_S = 0.2  # two pieces heard together this long in a window are cannot-linked
 
