@@ -29,6 +29,7 @@ bench throughput throughput --minutes 5 20 60
 bench throughput throughput-diarize --minutes 5 20 60 --diarize
 bench scaling scaling --minutes 20 --replicas 1 2 --segment-s 15 30 60 120
 bench latency latency --requests 50
-bench accuracy accuracy --minutes 10
+bench accuracy accuracy --long
+bench transcript_accuracy transcript-accuracy --minutes 10
 bench memory memory --minutes 5 20 60
 echo "results in $out" >&2
