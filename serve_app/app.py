@@ -51,7 +51,8 @@ async def healthz(services: Annotated[Services, Depends(get_services)]) -> dict:
             HEALTH_TIMEOUT_S,
         )
     except Exception as exc:
-        raise ApiError(503, "not_ready", f"not ready: {type(exc).__name__}: {exc}") from exc
+        log.warning("health check failed", exc_info=exc)
+        raise ApiError(503, "not_ready", f"not ready ({type(exc).__name__})") from exc
     return {
         "status": "ok",
         "transcriber": t_info["model"],

@@ -50,4 +50,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return JSONResponse(error_body("internal_error", f"{type(exc).__name__}: {exc}"), 500)
+        # Exception text can carry a remote traceback: it goes to the log, never to the user.
+        message = f"internal error ({type(exc).__name__}); details are in the server log"
+        return JSONResponse(error_body("internal_error", message), 500)

@@ -119,7 +119,11 @@ async def create_transcription(
         record = await _wait_for_job(services, submitted.id, timeout)
         if record is None or record.status is not JobStatus.COMPLETED:
             error = f"{record.error_code}: {record.error_message}" if record else "expired"
-            raise ApiError(500, "job_failed", f"transcription job {submitted.id} failed: {error}")
+            # Input the models reject is the caller's to fix: a 4xx, not a server error.
+            status = 422 if record and record.error_code == "input_rejected" else 500
+            raise ApiError(
+                status, "job_failed", f"transcription job {submitted.id} failed: {error}"
+            )
         result = JobResult.model_validate_json(await services.store.result(record.id))
     body, media_type = render_openai(
         result, response_format, granularities, uri=file.filename or "audio"
