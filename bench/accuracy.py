@@ -81,6 +81,8 @@ def sets(args: argparse.Namespace, folder: Path) -> dict[str, list[RealCase]]:
     if args.long:
         out["3 held-out voices, 60 min"] = [voices_case(HELDOUT_VOICES, 60, 13, 0.05, folder)]
     out["espeak 3 voices (reference only)"] = [synthetic_case(folder)]
+    if args.only:
+        out = {name: cases for name, cases in out.items() if args.only in name}
     return out
 
 
@@ -178,6 +180,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--engine", choices=("cluster", "in-process"), default="cluster")
     parser.add_argument("--tune", action="store_true", help="only the tune sets")
     parser.add_argument("--long", action="store_true", help="add 60 min of held-out voices")
+    parser.add_argument("--only", help="run only the sets whose name contains this")
     parser.add_argument(
         "--param", action="append", default=[], help="in-process: ClusterParams NAME=VALUE"
     )
