@@ -71,15 +71,11 @@ def link_tracks(seg: LocalSegmentation) -> np.ndarray:
 def track_activity(seg: LocalSegmentation, track: np.ndarray) -> np.ndarray:
     """(tracks, global frames) mean activity over the windows that cover each frame."""
     chunks, frames, _ = seg.data.shape
-    total = seg.num_global_frames
-    act = np.zeros((int(track.max()) + 1, total), dtype=np.float32)
-    cover = np.zeros(total, dtype=np.float32)
+    per_window = np.zeros((chunks, frames, int(track.max()) + 1), dtype=np.float32)
     for c in range(chunks):
-        first = seg.first_frame(c)
-        cover[first : first + frames] += 1
         for s in np.flatnonzero(track[c] >= 0):
-            act[track[c, s], first : first + frames] += seg.data[c, :, s]
-    return act / np.maximum(cover, 1)
+            per_window[c, :, track[c, s]] += seg.data[c, :, s]
+    return seg.overlap_average(per_window).T
 
 
 def make_pieces(activity: np.ndarray, count: np.ndarray, frame_step: float) -> list[Piece]:
@@ -168,20 +164,15 @@ def reconstruct(
     averaged over the windows covering a frame, and the `count[g]` most active clusters speak.
     """
     chunks, frames, _ = seg.data.shape
-    total = seg.num_global_frames
-    act = np.zeros((total, max(num_clusters, 1)), dtype=np.float32)
-    cover = np.zeros(total, dtype=np.float32)
+    per_window = np.zeros((chunks, frames, max(num_clusters, 1)), dtype=np.float32)
     rows = np.arange(frames)
     for c in range(chunks):
         first = seg.first_frame(c)
-        local = np.zeros((frames, act.shape[1]), dtype=np.float32)
         for s in np.flatnonzero(track[c] >= 0):
             lab = labels_at[track[c, s], first : first + frames]
             ok = lab >= 0
-            np.maximum.at(local, (rows[ok], lab[ok]), seg.data[c, ok, s])
-        act[first : first + frames] += local
-        cover[first : first + frames] += 1
-    act /= np.maximum(cover, 1)[:, None]
+            np.maximum.at(per_window[c], (rows[ok], lab[ok]), seg.data[c, ok, s])
+    act = seg.overlap_average(per_window)
     ranked = np.argsort(-act, axis=1, kind="stable")
     binary = np.zeros_like(act, dtype=bool)
     for j in range(min(int(count.max(initial=0)), act.shape[1])):
@@ -202,10 +193,9 @@ def runs(mask: np.ndarray) -> list[tuple[int, int]]:
 def piece_audio(piece: Piece, audio: np.ndarray, seg: LocalSegmentation, sr: int) -> np.ndarray:
     """The piece's clean speech if there is enough of it (0.5 s), else all its speech."""
     mask = piece.clean if piece.clean.sum() * seg.frame_step >= 0.5 else piece.frames
-    centre0 = seg.frame_start + 0.5 * seg.frame_duration
     parts = []
     for a, b in runs(mask):
-        lo = round((centre0 + (piece.start + a - 0.5) * seg.frame_step) * sr)
-        hi = round((centre0 + (piece.start + b - 0.5) * seg.frame_step) * sr)
+        lo = round(seg.edge_time(piece.start + a) * sr)
+        hi = round(seg.edge_time(piece.start + b) * sr)
         parts.append(audio[max(lo, 0) : max(hi, 0)])
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)

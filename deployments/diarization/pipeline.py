@@ -150,12 +150,11 @@ class _FrameTimes:
     frame's centre to half a hop after its last."""
 
     def __init__(self, seg: LocalSegmentation, duration: float) -> None:
-        self.centre0 = seg.frame_start + 0.5 * seg.frame_duration
-        self.step, self.duration = seg.frame_step, duration
+        self.seg, self.duration = seg, duration
 
     def span(self, a: int, b: int) -> tuple[float, float]:
-        start = min(max(self.centre0 + (a - 0.5) * self.step, 0.0), self.duration)
-        end = min(max(self.centre0 + (b - 0.5) * self.step, 0.0), self.duration)
+        start = min(max(self.seg.edge_time(a), 0.0), self.duration)
+        end = min(max(self.seg.edge_time(b), 0.0), self.duration)
         return round(start, 3), round(end, 3)
 
     def spans(self, mask: np.ndarray) -> list[tuple[float, float]]:

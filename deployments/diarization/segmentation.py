@@ -28,7 +28,6 @@ class LocalSegmentation:
 
     data: np.ndarray
     chunk_step: float
-    chunk_duration: float
     frame_start: float
     frame_step: float
     frame_duration: float
@@ -46,23 +45,29 @@ class LocalSegmentation:
     def first_frame(self, chunk: int) -> int:
         return round(chunk * self.chunk_shift)
 
-    def frame_centres(self) -> np.ndarray:
-        g = np.arange(self.num_global_frames)
-        return self.frame_start + g * self.frame_step + 0.5 * self.frame_duration
+    def edge_time(self, g: int | np.ndarray) -> float | np.ndarray:
+        """Seconds at the start of global frame g: halfway between its centre and the last's,
+        so runs of frames tile the timeline."""
+        return self.frame_start + 0.5 * self.frame_duration + (g - 0.5) * self.frame_step
+
+    def overlap_average(self, values: np.ndarray) -> np.ndarray:
+        """Per-window values (chunks, frames, ...) placed on the global timeline and averaged
+        over the windows that cover each frame: (global frames, ...), in values' dtype."""
+        chunks, frames = values.shape[:2]
+        total = np.zeros((self.num_global_frames, *values.shape[2:]), dtype=values.dtype)
+        cover = np.zeros(self.num_global_frames, dtype=values.dtype)
+        for c in range(chunks):
+            first = self.first_frame(c)
+            total[first : first + frames] += values[c]
+            cover[first : first + frames] += 1
+        return total / np.maximum(cover, 1).reshape(-1, *[1] * (values.ndim - 2))
 
     def speaker_count(self, onset: float = 0.5) -> np.ndarray:
         """(global frames,) number of speakers at each frame, from the mean over the windows
         that cover it of how many local speakers are active: pyannote rounds it (onset 0.5);
         a lower onset counts a speaker that fewer windows heard."""
-        chunks, frames, _ = self.data.shape
-        total = np.zeros(self.num_global_frames)
-        cover = np.zeros(self.num_global_frames)
-        per_frame = self.data.sum(axis=2)
-        for c in range(chunks):
-            first = self.first_frame(c)
-            total[first : first + frames] += per_frame[c]
-            cover[first : first + frames] += 1
-        return np.floor(total / np.maximum(cover, 1) + 1.0 - onset).astype(np.int8)
+        mean = self.overlap_average(self.data.sum(axis=2).astype(np.float64))
+        return np.floor(mean + 1.0 - onset).astype(np.int8)
 
 
 class Segmenter:
@@ -105,7 +110,6 @@ class Segmenter:
         return LocalSegmentation(
             data=np.nan_to_num(out.data).astype(np.float32),
             chunk_step=float(out.sliding_window.step),
-            chunk_duration=float(out.sliding_window.duration),
             frame_start=float(self.frames.start),
             frame_step=float(self.frames.step),
             frame_duration=float(self.frames.duration),
