@@ -169,19 +169,43 @@ def _dendrogram(x: np.ndarray, w: np.ndarray, conflict: np.ndarray) -> list[tupl
     return merges
 
 
-def _cut(k: int, merges: list[tuple[int, int, float]], n: int) -> np.ndarray:
-    """Labels after the first n merges."""
-    parent = np.arange(k)
-
+def _finder(parent: np.ndarray):
     def find(i: int) -> int:
         while parent[i] != i:
             parent[i] = parent[parent[i]]
             i = parent[i]
         return i
 
+    return find
+
+
+def _cut(k: int, merges: list[tuple[int, int, float]], n: int) -> np.ndarray:
+    """Labels after the first n merges."""
+    parent = np.arange(k)
+    find = _finder(parent)
     for a, b, _ in merges[:n]:
         parent[find(b)] = find(a)
     return np.array([find(i) for i in range(k)])
+
+
+def _heavy_counts(
+    merges: list[tuple[int, int, float]], w: np.ndarray, min_mass: float
+) -> list[int]:
+    """Number of clusters of at least `min_mass` after the first m merges, for every m, in one
+    union-find pass (cutting the tree anew for each m would cost O(n^2))."""
+    parent = np.arange(len(w))
+    find = _finder(parent)
+    mass = w.astype(np.float64).copy()
+    heavy = int(np.sum(mass >= min_mass))
+    counts = [heavy]
+    for a, b, _ in merges:
+        ra, rb = find(a), find(b)
+        heavy -= int(mass[ra] >= min_mass) + int(mass[rb] >= min_mass)
+        parent[rb] = ra
+        mass[ra] += mass[rb]
+        heavy += int(mass[ra] >= min_mass)
+        counts.append(heavy)
+    return counts
 
 
 def _agglomerate(
@@ -221,8 +245,8 @@ def _agglomerate(
         target = min(max(found, lo), hi)
         firm = sum(1 for _, _, s in merges if s >= params.same_voice)
         cuts = range(firm, k) if target > found else range(k)
-        counts = {m: len(heavy(_cut(k, merges, m))) for m in cuts}
-        best = min(counts, key=lambda m: (abs(counts[m] - target), abs(m - n)))
+        counts = _heavy_counts(merges, w, min_mass)
+        best = min(cuts, key=lambda m: (abs(counts[m] - target), abs(m - n)))
         labels = _cut(k, merges, best)
 
     large = heavy(labels)
