@@ -71,7 +71,7 @@ def main() -> int:
         pieces = sum(len(s) for s in segments)
         tracemalloc.start()
         t0 = time.perf_counter()
-        labels, _ = cluster_tracks(segments)
+        labels = cluster_tracks(segments)
         elapsed = time.perf_counter() - t0
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()

@@ -23,7 +23,7 @@ def cluster_tracks(
     segments: list[list[SpeakerTrack]],
     options: DiarizeOptions | None = None,
     params: ClusterParams | None = None,
-) -> tuple[list[list[int]], list[str]]:
+) -> list[list[int]]:
     """Cluster the speaker tracks of all segments jointly into global speakers.
 
     Args:
@@ -32,12 +32,11 @@ def cluster_tracks(
         params: clustering parameters (default: the diarizer's).
 
     Returns:
-        Per segment, one global cluster id per track (ids 0..k-1, arbitrary order), and notes
-        for the user (e.g. a speaker count that the audio could not give).
+        Per segment, one global cluster id per track (ids 0..k-1, arbitrary order).
     """
     flat = [t for tracks in segments for t in tracks]
     if not flat:
-        return [[] for _ in segments], []
+        return [[] for _ in segments]
     x = np.asarray([t.embedding for t in flat], dtype=np.float32)
     weight = np.asarray([t.weight for t in flat])
     pairs: set[tuple[int, int]] = set()
@@ -57,4 +56,4 @@ def cluster_tracks(
     for tracks in segments:
         out.append(labels[base : base + len(tracks)])
         base += len(tracks)
-    return out, result.notes
+    return out

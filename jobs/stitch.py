@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from deployments.diarization.clustering import ClusterParams
+from deployments.diarization.clustering import ClusterParams, count_notes
 from deployments.schemas import Diarization, DiarizeOptions, SpeakerTurn, Transcription
 from jobs.speaker_linking import cluster_tracks
 from jobs.splitter import SegmentPlan
@@ -110,7 +110,7 @@ _Span = tuple[float, float, int]
 
 def _spans_by_tracks(
     outcomes: list[SegmentOutcome], options: DiarizeOptions | None, params: ClusterParams
-) -> tuple[list[list[_Span]], list[list[_Span]], list[str]]:
+) -> tuple[list[list[_Span]], list[list[_Span]]]:
     """Turns and exclusive turns labelled by clustering all segments' tracks jointly."""
     diarized = [oc.diarization for oc in outcomes]
     tracks = [d.tracks if d is not None else [] for d in diarized]
@@ -125,9 +125,8 @@ def _spans_by_tracks(
     if len(speaking) == 1 and fits:
         # One segment: its own clustering already saw all the context there is.
         labels = [[d.speakers.index(t.speaker) for t in d.tracks] if d else [] for d in diarized]
-        notes = list(speaking[0].notes)
     else:
-        labels, notes = cluster_tracks(tracks, options, params)
+        labels = cluster_tracks(tracks, options, params)
     turns = [
         [(a, b, cid) for t, cid in zip(ts, ids, strict=True) for a, b in t.turns]
         for ts, ids in zip(tracks, labels, strict=True)
@@ -136,7 +135,7 @@ def _spans_by_tracks(
         [(a, b, cid) for t, cid in zip(ts, ids, strict=True) for a, b in t.exclusive_turns]
         for ts, ids in zip(tracks, labels, strict=True)
     ]
-    return turns, exclusive, notes
+    return turns, exclusive
 
 
 def _global_turns(outcomes: list[SegmentOutcome], spans: list[list[_Span]], sr: int) -> list[_Turn]:
@@ -266,7 +265,7 @@ def stitch(
     outcomes = sorted(outcomes, key=lambda oc: (oc.plan.start, oc.plan.index))
     words = _global_words(outcomes, sample_rate)
 
-    local, local_exclusive, notes = _spans_by_tracks(outcomes, options, params or ClusterParams())
+    local, local_exclusive = _spans_by_tracks(outcomes, options, params or ClusterParams())
     boundaries = {oc.plan.start / sample_rate for oc in outcomes[1:]}
     turns = _merge_turns(_global_turns(outcomes, local, sample_rate), boundaries)
     exclusive = _merge_turns(_global_turns(outcomes, local_exclusive, sample_rate), boundaries)
@@ -278,13 +277,9 @@ def stitch(
     names = {cid: f"SPEAKER_{i:02d}" for i, cid in enumerate(order)}
 
     _attribute(words, exclusive, names)
+    # Judged on the speakers the whole recording gave, after linking.
     wanted = (options.num_speakers or options.min_speakers or 0) if options else 0
-    if len(order) < wanted:
-        # Said once, by what the whole recording gave, whatever the clustering noted.
-        notes = [
-            f"asked for {'at least ' if not options.num_speakers else ''}{wanted} speakers, "
-            f"but the audio holds only {len(order)} that can be told apart"
-        ]
+    notes = count_notes(wanted, bool(options and options.num_speakers), len(order))
     counts = [
         sum(len(s.words) or bool(s.text.strip()) for s in oc.transcription.segments)
         for oc in outcomes

@@ -56,6 +56,17 @@ def count_bounds(
     return max(1, min_speakers or 1), max_speakers
 
 
+def count_notes(wanted: int, exact: bool, found: int) -> list[str]:
+    """The note a result carries when a speaker-count hint asked for more voices than the
+    audio holds (empty otherwise)."""
+    if found >= wanted:
+        return []
+    return [
+        f"asked for {'' if exact else 'at least '}{wanted} speakers, "
+        f"but the audio holds only {found} that can be told apart"
+    ]
+
+
 def unit(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-8)
 
@@ -114,12 +125,7 @@ def cluster(
             best = int(np.argmax(sim))
         labels[i] = best
         sums[best] += x[i] * weight[i]
-    notes = []
-    if len(groups) < lo:
-        notes.append(
-            f"asked for at least {lo} speakers, but the audio holds only {len(groups)} "
-            "that can be told apart"
-        )
+    notes = count_notes(lo, hi == lo, len(groups))
     return ClusterResult(labels, unit(sums), notes)
 
 
