@@ -6,6 +6,9 @@ import os
 from typing import Any, TypeVar
 
 import numpy as np
+from pydantic import ValidationError
+
+from deployments.schemas import InputRejected
 
 T = TypeVar("T")
 
@@ -65,8 +68,6 @@ async def resolve_audio(audio) -> np.ndarray:
     """A request's audio as flat float32: inline, or an ObjectRef into the object store."""
     import ray
 
-    from deployments.schemas import InputRejected
-
     if isinstance(audio, ray.ObjectRef):
         audio = await audio
     try:
@@ -80,10 +81,6 @@ async def resolve_audio(audio) -> np.ndarray:
 
 def parse_options(model: type[T], options) -> T:
     """Validate request options; a bad value is the caller's error, never worth a retry."""
-    from pydantic import ValidationError
-
-    from deployments.schemas import InputRejected
-
     try:
         return model.model_validate(options or {})
     except ValidationError as exc:

@@ -127,7 +127,9 @@ class SegmentRunner:
             else record.options.segment_diarize_options()
         )
         cfg, last_error = self.config, ""
+        where = _where(plan)
         for attempt in range(1, cfg.segment_max_attempts + 1):
+            failure: BaseException | None = None  # logged with its traceback, never shown
             if await self.store.cancel_requested(record.id):
                 raise JobCancelled
             await self.store.count_call(record.id, plan.index, part)
@@ -150,29 +152,16 @@ class SegmentRunner:
                 response.cancel()
                 last_error = f"{deployment} did not answer within {cfg.segment_timeout_s:.0f} s"
             except ValidationError as exc:
-                log.warning(
-                    "job %s segment %d: %s returned %s", record.id, plan.index, deployment, exc
-                )
-                last_error = f"{deployment} returned data of the wrong shape"
+                failure, last_error = exc, f"{deployment} returned data of the wrong shape"
             except asyncio.CancelledError:
                 response.cancel()
                 raise
             except Exception as exc:
                 cause = root_cause(exc)
-                log.warning(
-                    "job %s segment %d %s attempt %d failed",
-                    record.id,
-                    plan.index,
-                    part,
-                    attempt,
-                    exc_info=exc,
-                )
                 if isinstance(cause, InputRejected):
-                    start, end = plan.start / 16000, plan.end / 16000
-                    raise SegmentFailed(
-                        "input_rejected",
-                        f"Segment {plan.index + 1} ({start:.1f}-{end:.1f} s): {one_line(cause)}",
-                    ) from None
+                    log.warning("job %s %s %s rejected", record.id, where, part, exc_info=exc)
+                    raise SegmentFailed("input_rejected", f"{where}: {one_line(cause)}") from None
+                failure = exc
                 last_error = f"{deployment} failed: {type(cause).__name__}: {one_line(cause)}"
             log.warning(
                 "job %s segment %d %s attempt %d: %s",
@@ -181,15 +170,14 @@ class SegmentRunner:
                 part,
                 attempt,
                 last_error,
+                exc_info=failure,
             )
             if attempt < cfg.segment_max_attempts:
                 metrics.segment_retry(part)
                 await asyncio.sleep(min(cfg.retry_base_s * 2 ** (attempt - 1), 60.0))
-        start, end = plan.start / 16000, plan.end / 16000
         raise SegmentFailed(
             "segment_failed",
-            f"Segment {plan.index + 1} ({start:.1f}-{end:.1f} s) failed "
-            f"{cfg.segment_max_attempts} times; last error: {last_error}",
+            f"{where} failed {cfg.segment_max_attempts} times; last error: {last_error}",
         )
 
     async def _stitch(self, record: JobRecord, parts: list[str]) -> JobResult:
@@ -205,6 +193,11 @@ class SegmentRunner:
         duration = max((p.end for p in plans.values()), default=0) / 16000
         diarize = record.options.diarize_options() if "d" in parts else None
         return await asyncio.to_thread(stitch, outcomes, duration, diarize)
+
+
+def _where(plan: SegmentPlan) -> str:
+    """How messages name a segment: 'Segment 3 (60.0-90.0 s)'."""
+    return f"Segment {plan.index + 1} ({plan.start / 16000:.1f}-{plan.end / 16000:.1f} s)"
 
 
 def root_cause(exc: BaseException) -> BaseException:
