@@ -52,10 +52,31 @@ def _open(source: Source):
         ) from exc
 
 
-def iter_audio_blocks(source: Source, block_s: float = 30.0) -> Iterator[np.ndarray]:
-    """Yield consecutive float32 mono 16 kHz blocks of about `block_s` seconds."""
+def _too_long(max_s: float, limit_name: str) -> AudioDecodeError:
+    return AudioDecodeError(
+        "audio_too_long", f"The audio is longer than the {max_s:g} s limit ({limit_name})."
+    )
+
+
+def iter_audio_blocks(
+    source: Source,
+    block_s: float = 30.0,
+    max_s: float | None = None,
+    limit_name: str = "max_s",
+) -> Iterator[np.ndarray]:
+    """Yield consecutive float32 mono 16 kHz blocks of about `block_s` seconds.
+
+    Args:
+        source: a path, the bytes, or a binary file of any FFmpeg-readable input.
+        block_s: seconds per yielded block (the last one may be shorter).
+        max_s: raise AudioDecodeError("audio_too_long") as soon as more than this much has
+            been decoded. Containers need not declare a duration, so this is the only check
+            that holds for every input.
+        limit_name: the setting named in that error's message.
+    """
     import av
 
+    limit = None if max_s is None else max_s * SAMPLE_RATE
     container = _open(source)
     with container:
         if not container.streams.audio:
@@ -66,28 +87,40 @@ def iter_audio_blocks(source: Source, block_s: float = 30.0) -> Iterator[np.ndar
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         target = int(block_s * SAMPLE_RATE)
         pending: list[np.ndarray] = []
-        size = 0
+        size = total = 0
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
                     pending.append(out.to_ndarray().reshape(-1))
                     size += pending[-1].size
+                    total += pending[-1].size
+                if limit is not None and total > limit:
+                    raise _too_long(max_s, limit_name)
                 if size >= target:
                     yield np.concatenate(pending)
                     pending, size = [], 0
             for out in resampler.resample(None):
                 pending.append(out.to_ndarray().reshape(-1))
+                total += pending[-1].size
         except av.error.FFmpegError as exc:
             raise AudioDecodeError(
                 "corrupt_audio", f"The audio stream is corrupt and could not be decoded: {exc}"
             ) from exc
+        if limit is not None and total > limit:
+            raise _too_long(max_s, limit_name)
         if pending:
             yield np.concatenate(pending)
 
 
-def decode_audio(source: Source) -> np.ndarray:
-    """Decode the whole input; raises AudioDecodeError for anything that is not audio."""
-    blocks = list(iter_audio_blocks(source))
+def decode_audio(
+    source: Source, max_s: float | None = None, limit_name: str = "max_s"
+) -> np.ndarray:
+    """Decode the whole input; raises AudioDecodeError for anything that is not audio.
+
+    With `max_s`, decoding stops (AudioDecodeError "audio_too_long") once past it, so
+    memory stays bounded by the limit, not by the input.
+    """
+    blocks = list(iter_audio_blocks(source, max_s=max_s, limit_name=limit_name))
     audio = (
         np.concatenate(blocks).astype(np.float32, copy=False) if blocks else np.zeros(0, np.float32)
     )

@@ -165,13 +165,14 @@ def resolve_bundled_diarization(models_dir: Path) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from serve_app.settings import get_settings
-
+    # The directory is explicit: the model side never imports the HTTP layer's settings.
+    # scripts/install.sh passes Settings().resolved_models_dir.
     parser = argparse.ArgumentParser(description="Provision the bundled offline models.")
-    parser.add_argument("--models-dir", type=Path, default=None)
+    parser.add_argument(
+        "--models-dir", type=Path, required=True, help="where the models go (created if missing)"
+    )
     args = parser.parse_args(argv)
-    models_dir = args.models_dir or get_settings().resolved_models_dir
-    for role, path in provision(models_dir).items():
+    for role, path in provision(args.models_dir).items():
         print(f"{role:>12}: {path}")
     return 0
 

@@ -86,19 +86,25 @@ class Transcriber:
         """Transcribe 16 kHz mono float32 audio; times are relative to its start."""
         audio = await resolve_audio(audio)
         opts = parse_options(TranscribeOptions, options)
+        self.core.check_language(opts.language)  # rejected alone, before it joins a batch
         result = await self._batched(audio, opts)
+        if isinstance(result, Exception):  # this request's own failure, not its batch's
+            raise result
         return result.model_copy(update={"served_by": self.served_by})
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def _batched(
         self, audios: list[np.ndarray], options: list[TranscribeOptions]
-    ) -> list[Transcription]:
+    ) -> list[Transcription | Exception]:
         # Inference blocks for seconds; keep it off the replica's event loop.
         return await asyncio.to_thread(self.core.transcribe_many, audios, options)
 
     def info(self) -> dict[str, Any]:
         return replica_info(
-            model=self.model_name, device=self.core.device, compute_type=self.core.compute_type
+            model=self.model_name,
+            device=self.core.device,
+            compute_type=self.core.compute_type,
+            languages=self.core.languages,
         )
 
     def check_health(self) -> None:

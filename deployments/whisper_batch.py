@@ -17,6 +17,7 @@ import numpy as np
 
 from deployments.schemas import (
     SAMPLE_RATE,
+    InputRejected,
     TranscribeOptions,
     Transcription,
     TranscriptSegment,
@@ -100,6 +101,16 @@ class WhisperBatchTranscriber:
     def multilingual(self) -> bool:
         return bool(self.model.model.is_multilingual)
 
+    @property
+    def languages(self) -> list[str]:
+        return list(self.model.supported_languages)
+
+    def check_language(self, language: str | None) -> None:
+        """An unknown code is the caller's error, caught before it can join a batch."""
+        if language is not None and language not in self.languages:
+            allowed = ", ".join(self.languages)
+            raise InputRejected(f"language {language!r} is not one of this model's: {allowed}")
+
     def _language(self, audio: np.ndarray, options: TranscribeOptions) -> tuple[str, float]:
         if options.language:
             return options.language, 1.0
@@ -110,23 +121,53 @@ class WhisperBatchTranscriber:
 
     def transcribe_many(
         self, audios: Sequence[np.ndarray], options: Sequence[TranscribeOptions]
-    ) -> list[Transcription]:
-        """Transcribe several requests; those with equal options share decoder batches."""
-        languages = [self._language(a, o) for a, o in zip(audios, options, strict=True)]
+    ) -> list[Transcription | Exception]:
+        """Transcribe several requests; those with equal options share decoder batches.
+
+        One request's failure is its own: a failed shared batch is redone one request at a
+        time, and each gets its own result or exception.
+        """
+        results: list[Transcription | Exception | None] = [None] * len(audios)
+        languages: list[tuple[str, float] | None] = [None] * len(audios)
+        for i, (audio, opt) in enumerate(zip(audios, options, strict=True)):
+            try:
+                self.check_language(opt.language)
+                languages[i] = self._language(audio, opt)
+            except Exception as exc:
+                results[i] = exc
         groups: dict[tuple, list[int]] = {}
-        for i, (opt, (lang, _)) in enumerate(zip(options, languages, strict=True)):
-            groups.setdefault((opt, lang), []).append(i)
-        results: list[Transcription | None] = [None] * len(audios)
+        for i, (opt, lang) in enumerate(zip(options, languages, strict=True)):
+            if lang is not None:
+                groups.setdefault((opt, lang[0]), []).append(i)
         for (opt, lang), members in groups.items():
-            segments = self._decode_group([audios[i] for i in members], opt, lang)
-            for i, segs in zip(members, segments, strict=True):
-                results[i] = Transcription(
-                    language=lang,
-                    language_probability=languages[i][1],
-                    duration=len(audios[i]) / SAMPLE_RATE,
-                    segments=segs,
-                )
-        return [r for r in results if r is not None]
+            try:
+                decoded = self._decode_group([audios[i] for i in members], opt, lang)
+            except Exception as exc:
+                log.warning("a batch of %d failed; redoing it one by one", len(members))
+                for i in members:
+                    one = len(members) == 1
+                    results[i] = exc if one else self._decode_one(audios[i], opt, languages[i])
+                continue
+            for i, segs in zip(members, decoded, strict=True):
+                results[i] = self._result(audios[i], segs, languages[i])
+        return [r if r is not None else RuntimeError("no result") for r in results]
+
+    def _decode_one(self, audio, opt, language) -> Transcription | Exception:
+        try:
+            segs = self._decode_group([audio], opt, language[0])[0]
+        except Exception as exc:
+            log.exception("transcription failed")
+            return exc
+        return self._result(audio, segs, language)
+
+    @staticmethod
+    def _result(audio, segs, language) -> Transcription:
+        return Transcription(
+            language=language[0],
+            language_probability=language[1],
+            duration=len(audio) / SAMPLE_RATE,
+            segments=segs,
+        )
 
     def _decode_group(
         self, audios: list[np.ndarray], opt: TranscribeOptions, language: str

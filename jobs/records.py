@@ -90,6 +90,7 @@ class JobRecord(BaseModel):
     error_code: str | None = None
     error_message: str | None = None
     idempotency_key: str | None = None
+    webhook_secret: str | None = None  # per-job signing key when none is configured
 
     def touch(self) -> None:
         self.updated_at = time.time()

@@ -28,7 +28,7 @@ def _config(directory: Path, socket: Path) -> str:
             f"pidfile {directory / 'redis.pid'}",
             f"logfile {directory / 'redis.log'}",
             "appendonly yes",
-            "appendfsync everysec",
+            "appendfsync always",  # an acknowledged checkpoint survives a SIGKILL or power loss
             'save ""',
             "",
         ]

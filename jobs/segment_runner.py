@@ -46,11 +46,18 @@ class JobCancelled(Exception):
     pass
 
 
+class LeaseLost(Exception):
+    """Another manager owns the job now; this runner stops without writing."""
+
+
 class SegmentRunner:
     def __init__(self, store: JobStore, config: ManagerConfig) -> None:
         self.store, self.config = store, config
         self.inflight = asyncio.Semaphore(config.max_inflight_segments)
         self._handles: dict[str, object] = {}
+
+    def use_handles(self, handles: dict[str, object]) -> None:
+        self._handles.update(handles)
 
     def handle(self, deployment: str):
         if deployment not in self._handles:
@@ -61,14 +68,17 @@ class SegmentRunner:
             )
         return self._handles[deployment]
 
-    async def run(self, record: JobRecord, audio_path: Path) -> JobResult:
+    async def run(self, record: JobRecord, audio_path: Path, lease: str | None = None) -> JobResult:
         parts = ["t", "d"] if record.options.diarize else ["t"]
         done_keys = await self.store.checkpoint_keys(record.id)
         expected = max(1, math.ceil((record.duration or 0) / record.options.segment_s))
-        progress = _Progress(record, self.store, parts, expected)
-        await self.store.set_status(record, JobStatus.SPLITTING, "splitting audio at silences")
+        progress = _Progress(record, self.store, parts, expected, lease)
+        await progress.set_status(JobStatus.SPLITTING, "splitting audio at silences")
 
-        blocks = iter_audio_blocks(audio_path)
+        # The length limit, measured while decoding: containers need not declare it.
+        blocks = iter_audio_blocks(
+            audio_path, max_s=self.config.max_duration_s, limit_name="max_job_duration_s"
+        )
         segments = split_stream(
             blocks,
             target_s=record.options.segment_s,
@@ -76,17 +86,25 @@ class SegmentRunner:
             max_s=max(self.config.split_max_s, record.options.segment_s),
             near_target_s=None if record.options.diarize else NEAR_TARGET_S,
         )
+        plans: list[SegmentPlan] = []
         tasks: list[asyncio.Task] = []
         try:
-            while True:
+            while progress.failure is None:
                 await self.inflight.acquire()  # backpressure: decode only when there is room
-                item = await asyncio.to_thread(next, segments, None)
+                if progress.failure is not None:  # a segment gave up: stop decoding at once
+                    self.inflight.release()
+                    break
+                try:
+                    item = await asyncio.to_thread(next, segments, None)
+                except BaseException:
+                    self.inflight.release()
+                    raise
                 if item is None:
                     self.inflight.release()
                     break
                 plan, audio = item
-                await self.store.save_plan(record.id, plan.index, plan.to_json())
-                todo = [p for p in parts if f"{plan.index}:{p}" not in done_keys]
+                plans.append(plan)
+                todo = [p for p in parts if f"{plan.key}:{p}" not in done_keys]
                 progress.planned(plan.index, set(parts) - set(todo))
                 if not todo:
                     self.inflight.release()
@@ -94,23 +112,35 @@ class SegmentRunner:
                 ref = ray.put(audio)
                 tasks.append(asyncio.create_task(self._segment(record, plan, ref, todo, progress)))
                 await progress.report()
-            progress.split_finished()
-            await progress.report()
-            await asyncio.gather(*tasks)
+            if progress.failure is None:
+                progress.split_finished()
+                await progress.report()
+                await _first_failure(tasks)
+            if progress.failure is not None:
+                raise progress.failure
         except BaseException:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        await self.store.set_status(record, JobStatus.STITCHING, "stitching segments")
-        return await self._stitch(record, parts)
+        await progress.set_status(JobStatus.STITCHING, "stitching segments")
+        return await self._stitch(record, plans, parts)
 
     async def _segment(
         self, record: JobRecord, plan: SegmentPlan, ref, todo: list[str], progress: _Progress
     ) -> None:
         metrics.inflight_add(1)
+        calls = [
+            asyncio.create_task(self._call(record, plan, part, ref, progress)) for part in todo
+        ]
         try:
-            await asyncio.gather(*(self._call(record, plan, part, ref, progress) for part in todo))
+            await _first_failure(calls)
+        except BaseException as exc:
+            for call in calls:
+                call.cancel()
+            if isinstance(exc, Exception) and progress.failure is None:
+                progress.failure = exc  # seen by the split loop before it decodes more
+            raise
         finally:
             self.inflight.release()
             metrics.inflight_add(-1)
@@ -132,7 +162,7 @@ class SegmentRunner:
             failure: BaseException | None = None  # logged with its traceback, never shown
             if await self.store.cancel_requested(record.id):
                 raise JobCancelled
-            await self.store.count_call(record.id, plan.index, part)
+            await self.store.count_call(record.id, plan.key, part)
             t0 = time.monotonic()
             response = getattr(self.handle(deployment), method).remote(ref, options)
             try:
@@ -142,7 +172,7 @@ class SegmentRunner:
                 data = raw.model_dump() if isinstance(raw, BaseModel) else raw
                 result = result_type.model_validate(data)
                 await self.store.save_checkpoint(
-                    record.id, plan.index, part, result.model_dump_json()
+                    record.id, plan.key, part, result.model_dump_json()
                 )
                 progress.part_done(plan.index, part)
                 audio_s = (plan.end - plan.start) / 16000
@@ -180,19 +210,30 @@ class SegmentRunner:
             f"{where} failed {cfg.segment_max_attempts} times; last error: {last_error}",
         )
 
-    async def _stitch(self, record: JobRecord, parts: list[str]) -> JobResult:
-        plans = {
-            i: SegmentPlan.from_json(p) for i, p in (await self.store.plans(record.id)).items()
-        }
+    async def _stitch(
+        self, record: JobRecord, plans: list[SegmentPlan], parts: list[str]
+    ) -> JobResult:
+        # This run's plans, not whatever an earlier run stored: checkpoints of another
+        # split have other keys and are never used.
         ckpt = await self.store.checkpoints(record.id)
         outcomes = []
-        for index in sorted(plans):
-            t = Transcription.model_validate_json(ckpt[f"{index}:t"])
-            d = Diarization.model_validate_json(ckpt[f"{index}:d"]) if "d" in parts else None
-            outcomes.append(SegmentOutcome(plan=plans[index], transcription=t, diarization=d))
-        duration = max((p.end for p in plans.values()), default=0) / 16000
+        for plan in plans:
+            t = Transcription.model_validate_json(ckpt[f"{plan.key}:t"])
+            d = Diarization.model_validate_json(ckpt[f"{plan.key}:d"]) if "d" in parts else None
+            outcomes.append(SegmentOutcome(plan=plan, transcription=t, diarization=d))
+        duration = max((p.end for p in plans), default=0) / 16000
         diarize = record.options.diarize_options() if "d" in parts else None
         return await asyncio.to_thread(stitch, outcomes, duration, diarize)
+
+
+async def _first_failure(tasks: list[asyncio.Task]) -> None:
+    """Wait for all `tasks`, raising the first failure as soon as it happens."""
+    if not tasks:
+        return
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()
 
 
 def _where(plan: SegmentPlan) -> str:
@@ -220,9 +261,17 @@ async def _resolve(response):
 class _Progress:
     """Segments done out of total, stage text and percent; throttled progress events."""
 
-    def __init__(self, record: JobRecord, store: JobStore, parts: list[str], expected: int):
-        self.record, self.store, self.parts = record, store, parts
+    def __init__(
+        self,
+        record: JobRecord,
+        store: JobStore,
+        parts: list[str],
+        expected: int,
+        lease: str | None = None,
+    ):
+        self.record, self.store, self.parts, self.lease = record, store, parts, lease
         self.expected, self.planned_count, self.split_done = expected, 0, False
+        self.failure: Exception | None = None  # the first segment that gave up
         self.done: set[int] = set()
         self.transcribed: set[int] = set()
         self._last_report = 0.0
@@ -262,4 +311,15 @@ class _Progress:
         now = time.monotonic()
         if now - self._last_report > 0.2 or len(self.done) == total:
             self._last_report = now
-            await self.store.save(r)
+            await self._save()
+
+    async def set_status(self, status: JobStatus, stage: str) -> None:
+        self.record.status, self.record.stage = status, stage
+        await self._save()
+
+    async def _save(self) -> None:
+        outcome = await self.store.save(self.record, self.lease)
+        if outcome in ("terminal", "missing"):
+            raise JobCancelled  # finished elsewhere (a cancel won the race) or expired
+        if outcome == "lease":
+            raise LeaseLost

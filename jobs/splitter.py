@@ -49,6 +49,11 @@ class SegmentPlan:
     end: int  # exclusive
     forced: bool  # no silence found: cut at the quietest frame instead
 
+    @property
+    def key(self) -> str:
+        """Names this plan in checkpoints: the same index over other samples is another key."""
+        return f"{self.index}:{self.start}-{self.end}"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

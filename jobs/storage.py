@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO
@@ -44,14 +43,8 @@ class AudioStorage:
             os.close(dir_fd)
         return target
 
+    def exists(self, job_id: str) -> bool:
+        return self.path(job_id).exists()
+
     def delete(self, job_id: str) -> None:
         self.path(job_id).unlink(missing_ok=True)
-
-    def sweep_partials(self, older_than_s: float = 3600) -> int:
-        """Remove half-written uploads left by a crash mid-upload."""
-        cutoff, removed = time.time() - older_than_s, 0
-        for part in self.root.glob("*/*.part*"):
-            if part.stat().st_mtime < cutoff:
-                part.unlink(missing_ok=True)
-                removed += 1
-        return removed

@@ -2,15 +2,18 @@
 
 Layout (prefix `sc:`):
   job:{id}            JSON JobRecord
-  job:{id}:plan       hash  index -> SegmentPlan JSON
-  job:{id}:ckpt       hash  "{index}:t" / "{index}:d" -> Transcription / Diarization JSON
-  job:{id}:calls      hash  "{index}:t" / "{index}:d" -> model calls dispatched
+  job:{id}:ckpt       hash  "{plan}:t" / "{plan}:d" -> Transcription / Diarization JSON,
+                      plan = "{index}:{start}-{end}" (samples), so a re-split never reuses
+  job:{id}:calls      hash  the same fields -> model calls dispatched
+  job:{id}:lease      the runner that owns the job (token, expiring; renewed while it runs)
+  job:{id}:webhook    the job's webhook delivery (jobs/outbox.py)
   job:{id}:events     stream of progress snapshots (SSE reads it; nothing is lost between polls)
   job:{id}:result     JSON JobResult
   jobs:active         set of non-terminal job ids (resumed on manager start)
   jobs:created        zset id -> created_at;  jobs:owner:{owner} the same per API key
   jobs:finished       zset id -> finished_at (retention janitor)
   idem:{owner}:{key}  job id for an Idempotency-Key
+  webhooks:outbox     zset id -> when its webhook is next due
 """
 
 from __future__ import annotations
@@ -25,98 +28,165 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from jobs import store_scripts as scripts
 from jobs.records import JobRecord, JobStatus
 
 EVENTS_MAXLEN = 2000
 
 
-def connect(url: str) -> aioredis.Redis:
-    """A client that rides out a Redis restart of up to ~30 s instead of failing the job."""
+def connect(url: str, retries: int = 30) -> aioredis.Redis:
+    """A client that rides out a Redis restart (~30 s at the default `retries`).
+
+    Retries resend a command after a lost connection, so only idempotent commands may go
+    through it; `JobStore.once` (no retries) carries the rest.
+    """
     return aioredis.Redis.from_url(
         url,
         decode_responses=True,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=30),
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=retries),
         retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
         health_check_interval=15,
         socket_connect_timeout=5,
     )
 
 
+class QueueFull(Exception):
+    """The active-job cap was reached (the caller answers 429)."""
+
+
 class JobStore:
-    def __init__(self, url: str, prefix: str = "sc:", result_ttl_s: float = 7 * 86400) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "sc:",
+        result_ttl_s: float = 7 * 86400,
+        retries: int = 30,
+    ) -> None:
         self.url = url
-        self.redis = connect(url)
+        self.redis = connect(url, retries)
+        self.once = connect(url, 0)  # non-idempotent commands (HINCRBY): never resent
         self.prefix = prefix
         self.result_ttl_s = int(result_ttl_s)
+        self._create = self.redis.register_script(scripts.CREATE)
+        self._transition = self.redis.register_script(scripts.TRANSITION)
+        self._claim = self.redis.register_script(scripts.CLAIM)
+        self._release = self.redis.register_script(scripts.RELEASE)
 
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
     async def close(self) -> None:
         await self.redis.aclose()
+        await self.once.aclose()
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 
     # -- records ---------------------------------------------------------------------------
-    async def create(self, record: JobRecord) -> JobRecord:
-        """Store a new job; with an idempotency key, return the existing job instead."""
-        if record.idempotency_key:
-            idem = self._k("idem", record.owner or "-", record.idempotency_key)
-            if not await self.redis.set(idem, record.id, nx=True, ex=self.result_ttl_s):
-                existing = await self.get(await self.redis.get(idem) or "")
-                if existing is not None:
-                    return existing
-                await self.redis.set(idem, record.id, ex=self.result_ttl_s)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._k("job", record.id), record.model_dump_json())
-            pipe.sadd(self._k("jobs", "active"), record.id)
-            pipe.zadd(self._k("jobs", "created"), {record.id: record.created_at})
-            if record.owner:
-                pipe.zadd(self._k("jobs", "owner", record.owner), {record.id: record.created_at})
-            pipe.xadd(
-                self._k("job", record.id, "events"),
-                {"data": json.dumps(record.progress())},
-                maxlen=EVENTS_MAXLEN,
-                approximate=True,
-            )
-            await pipe.execute()
+    async def create(self, record: JobRecord, max_active: int = 0) -> JobRecord:
+        """Store a new job atomically; with an idempotency key, an existing twin wins.
+
+        Raises QueueFull when `max_active` jobs are already queued or running.
+        """
+        idem = (
+            self._k("idem", record.owner or "-", record.idempotency_key)
+            if record.idempotency_key
+            else ""
+        )
+        owner = self._k("jobs", "owner", record.owner) if record.owner else ""
+        keys = [
+            self._k("job", record.id),
+            self._k("jobs", "active"),
+            self._k("jobs", "created"),
+            owner,
+            self._k("job", record.id, "events"),
+            idem,
+        ]
+        args = [
+            record.model_dump_json(),
+            record.id,
+            record.created_at,
+            json.dumps(record.progress()),
+            self.result_ttl_s,
+            max_active,
+            EVENTS_MAXLEN,
+            self._k("job", ""),
+        ]
+        outcome, job_id = await self._create(keys=keys, args=args)
+        if outcome == "full":
+            raise QueueFull
+        if outcome == "existing":
+            existing = await self.get(job_id)
+            if existing is not None:
+                return existing
         return record
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self.redis.get(self._k("job", job_id))
         return JobRecord.model_validate_json(raw) if raw else None
 
-    async def save(self, record: JobRecord, event: bool = True) -> None:
-        """Write the record (and a progress event); terminal jobs leave the active set."""
+    async def save(self, record: JobRecord, lease: str | None = None) -> str:
+        """Write a live job's progress; never overwrites a finished job.
+
+        With `lease`, only the runner holding it may write. Returns 'ok' or why not
+        ('terminal', 'lease', 'missing').
+        """
+        return await self._apply("progress", record, lease=lease)
+
+    async def finish(self, record: JobRecord, webhook: dict | None = None) -> bool:
+        """The one terminal transition: True for the writer that made it, False after.
+
+        The webhook event, if any, is queued in the outbox in the same step, so a job that
+        finishes has exactly one event and a crash cannot lose it.
+        """
+        assert record.status.terminal, "finish() takes a completed, failed or cancelled job"
+        record.finished_at = record.finished_at or time.time()
+        return await self._apply("finish", record, webhook=webhook) == "ok"
+
+    async def requeue(self, record: JobRecord) -> bool:
+        """Failed or cancelled -> queued (retry); False if the job was not retryable."""
+        return await self._apply("requeue", record) == "ok"
+
+    async def _apply(
+        self, mode: str, record: JobRecord, lease: str | None = None, webhook: dict | None = None
+    ) -> str:
         record.touch()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._k("job", record.id), record.model_dump_json())
-            if event:
-                pipe.xadd(
-                    self._k("job", record.id, "events"),
-                    {"data": json.dumps(record.progress())},
-                    maxlen=EVENTS_MAXLEN,
-                    approximate=True,
-                )
-            if record.status.terminal:
-                pipe.srem(self._k("jobs", "active"), record.id)
-                pipe.zadd(
-                    self._k("jobs", "finished"), {record.id: record.finished_at or time.time()}
-                )
-                for key in self._job_keys(record.id):
-                    pipe.expire(key, self.result_ttl_s)
-            else:
-                pipe.sadd(self._k("jobs", "active"), record.id)
-                for key in self._job_keys(record.id):
-                    pipe.persist(key)
-            await pipe.execute()
+        keys = [
+            self._k("job", record.id),
+            self._k("jobs", "active"),
+            self._k("jobs", "finished"),
+            self._k("job", record.id, "events"),
+            self._k("job", record.id, "lease"),
+            self._k("webhooks", "outbox"),
+            self._k("job", record.id, "webhook"),
+            *self._job_keys(record.id),
+        ]
+        args = [
+            mode,
+            record.model_dump_json(),
+            record.id,
+            json.dumps(record.progress()),
+            EVENTS_MAXLEN,
+            record.finished_at or time.time(),
+            self.result_ttl_s,
+            lease or "",
+            json.dumps(webhook) if webhook else "",
+        ]
+        return await self._transition(keys=keys, args=args)
 
     def _job_keys(self, job_id: str) -> list[str]:
         return [
             self._k("job", job_id, *s)
-            for s in ((), ("plan",), ("ckpt",), ("calls",), ("events",), ("result",))
+            for s in ((), ("ckpt",), ("calls",), ("events",), ("result",), ("cancel",))
         ]
+
+    # -- leases: one runner per job, even while two managers overlap in a redeploy ---------
+    async def claim(self, job_id: str, token: str, ttl_s: float) -> bool:
+        keys = [self._k("job", job_id, "lease")]
+        return bool(await self._claim(keys=keys, args=[token, int(ttl_s * 1000)]))
+
+    async def release(self, job_id: str, token: str) -> None:
+        await self._release(keys=[self._k("job", job_id, "lease")], args=[token])
 
     async def active_ids(self) -> list[str]:
         return sorted(await self.redis.smembers(self._k("jobs", "active")))
@@ -136,24 +206,23 @@ class JobStore:
         await self.redis.delete(self._k("job", job_id, "cancel"))
 
     # -- segments --------------------------------------------------------------------------
-    async def save_plan(self, job_id: str, index: int, plan_json: str) -> None:
-        await self.redis.hset(self._k("job", job_id, "plan"), str(index), plan_json)
-
-    async def plans(self, job_id: str) -> dict[int, str]:
-        raw = await self.redis.hgetall(self._k("job", job_id, "plan"))
-        return {int(k): v for k, v in raw.items()}
-
-    async def save_checkpoint(self, job_id: str, index: int, part: str, payload: str) -> None:
-        await self.redis.hset(self._k("job", job_id, "ckpt"), f"{index}:{part}", payload)
+    async def save_checkpoint(self, job_id: str, plan_key: str, part: str, payload: str) -> None:
+        """Keyed by the segment's plan (index and sample range), not its index alone: a
+        resumed job that splits differently never stitches old words onto new times."""
+        await self.redis.hset(self._k("job", job_id, "ckpt"), f"{plan_key}:{part}", payload)
 
     async def checkpoints(self, job_id: str) -> dict[str, str]:
         return await self.redis.hgetall(self._k("job", job_id, "ckpt"))
 
+    async def checkpoint(self, job_id: str, plan_key: str, part: str) -> str | None:
+        return await self.redis.hget(self._k("job", job_id, "ckpt"), f"{plan_key}:{part}")
+
     async def checkpoint_keys(self, job_id: str) -> set[str]:
         return set(await self.redis.hkeys(self._k("job", job_id, "ckpt")))
 
-    async def count_call(self, job_id: str, index: int, part: str) -> int:
-        return int(await self.redis.hincrby(self._k("job", job_id, "calls"), f"{index}:{part}", 1))
+    async def count_call(self, job_id: str, plan_key: str, part: str) -> int:
+        key = self._k("job", job_id, "calls")
+        return int(await self.once.hincrby(key, f"{plan_key}:{part}", 1))
 
     async def calls(self, job_id: str) -> dict[str, int]:
         raw = await self.redis.hgetall(self._k("job", job_id, "calls"))
@@ -176,14 +245,13 @@ class JobStore:
             for event_id, fields in entries:
                 yield event_id, json.loads(fields["data"])
 
-    async def save_webhook_report(self, job_id: str, report: dict) -> None:
-        await self.redis.set(
-            self._k("job", job_id, "webhook"), json.dumps(report), ex=self.result_ttl_s
-        )
-
     async def webhook_report(self, job_id: str) -> dict | None:
+        """The job's webhook delivery state (see jobs/outbox.py), without its secret."""
         raw = await self.redis.get(self._k("job", job_id, "webhook"))
-        return json.loads(raw) if raw else None
+        if not raw:
+            return None
+        entry = json.loads(raw)
+        return {k: v for k, v in entry.items() if k not in ("secret", "payload")}
 
     async def active_count(self) -> int:
         return int(await self.redis.scard(self._k("jobs", "active")))
@@ -194,8 +262,24 @@ class JobStore:
     async def forget_finished(self, job_id: str) -> None:
         await self.redis.zrem(self._k("jobs", "finished"), job_id)
 
-    async def set_status(self, record: JobRecord, status: JobStatus, stage: str) -> None:
+    async def forget_listed(self, owner: str | None, job_ids: list[str]) -> None:
+        """Drop expired jobs from the listing indexes (their records are gone)."""
+        if job_ids:
+            await self.redis.zrem(self._k("jobs", "created"), *job_ids)
+            if owner:
+                await self.redis.zrem(self._k("jobs", "owner", owner), *job_ids)
+
+    async def trim_listing(self, created_before: float) -> int:
+        """Trim the listing indexes of jobs created before `created_before` (expired)."""
+        removed = await self.redis.zremrangebyscore(self._k("jobs", "created"), 0, created_before)
+        async for key in self.redis.scan_iter(match=self._k("jobs", "owner", "*"), count=500):
+            removed += await self.redis.zremrangebyscore(key, 0, created_before)
+        return int(removed)
+
+    async def set_status(
+        self, record: JobRecord, status: JobStatus, stage: str, lease: str | None = None
+    ) -> str:
+        """Move a live job to another live status (terminal ones go through `finish`)."""
+        assert not status.terminal, "terminal transitions go through finish()"
         record.status, record.stage = status, stage
-        if status.terminal:
-            record.finished_at = time.time()
-        await self.save(record)
+        return await self.save(record, lease)

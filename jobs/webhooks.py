@@ -1,9 +1,16 @@
-"""Webhook delivery: the job summary POSTed to the caller's URL, signed, retried, isolated.
+"""Webhook delivery: signed, sent only to public addresses, one attempt per call.
 
-The signature is HMAC-SHA256 over "<timestamp>.<body>" with the configured secret, sent as
+The signature is HMAC-SHA256 over "<timestamp>.<body>" with the job's secret (the configured
+one, or one made for the job and returned at submit), sent as
 `X-Speech-Signature: t=<timestamp>,v1=<hex>`; receivers recompute it and may reject stale
-timestamps. A receiver that is down is retried with exponential backoff and never affects
-the job itself.
+timestamps. `X-Speech-Event-Id` is the same on every retry of one event, so a receiver can
+drop a repeat.
+
+Server-side request forgery: a caller must not make the service POST to Redis on
+127.0.0.1, a cloud metadata address or an internal host. The name is resolved at delivery,
+every address must be public (or allow-listed by the operator), and the request goes to the
+address that was checked, so a DNS answer cannot change between check and connect.
+Redirects are never followed.
 """
 
 from __future__ import annotations
@@ -11,15 +18,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import socket
 import time
+from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Speech-Signature"
+EVENT_HEADER = "X-Speech-Event-Id"
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class WebhookRefused(ValueError):
+    """The URL points somewhere the service must not send requests."""
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -39,30 +56,123 @@ def verify(secret: str, header: str, body: bytes, tolerance_s: float = 300) -> b
     return hmac.compare_digest(sign(secret, timestamp, body), header)
 
 
-async def deliver(
+def _public(ip: IP) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def _allowed(host: str, ip: IP, allow: Sequence[str]) -> bool:
+    for entry in allow:
+        entry = entry.strip().lower()
+        if not entry:
+            continue
+        try:
+            if ip in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            if host.lower().rstrip(".") == entry.rstrip("."):
+                return True
+    return _public(ip)
+
+
+def _split(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WebhookRefused("webhook_url must be an http(s) URL with a host")
+    if parts.username or parts.password:
+        raise WebhookRefused("webhook_url must not carry credentials")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise WebhookRefused("webhook_url has an invalid port") from None
+    return parts.scheme, parts.hostname, port
+
+
+def _literal(host: str) -> IP | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def check_url(url: str, allow: Sequence[str]) -> None:
+    """Submit-time check without DNS: refuse literal internal addresses and bad URLs."""
+    _, host, _ = _split(url)
+    ip = _literal(host)
+    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain"):
+        ip = ipaddress.ip_address("127.0.0.1")
+    if ip is not None and not _allowed(host, ip, allow):
+        raise WebhookRefused(
+            f"webhook_url: {host} is a private, loopback, link-local or reserved address; "
+            "add it to webhook_allow if it is your own receiver"
+        )
+
+
+async def resolve_checked(url: str, allow: Sequence[str], resolver=None) -> tuple[str, IP]:
+    """(host, the address to connect to), after checking every address the name has."""
+    _, host, port = _split(url)
+    ip = _literal(host)
+    if ip is not None:
+        addresses = [ip]
+    else:
+        resolve = resolver or _getaddrinfo
+        try:
+            addresses = await resolve(host, port)
+        except OSError as exc:
+            raise WebhookRefused(f"webhook host {host} does not resolve ({exc})") from None
+    refused = [str(a) for a in addresses if not _allowed(host, a, allow)]
+    if refused or not addresses:
+        raise WebhookRefused(f"webhook host {host} resolves to a non-public address {refused}")
+    return host, addresses[0]
+
+
+async def _getaddrinfo(host: str, port: int) -> list[IP]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+
+
+def _pinned(url: str, ip: IP) -> str:
+    parts = urlsplit(url)
+    netloc = f"[{ip}]" if ip.version == 6 else str(ip)
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+async def post_once(
     url: str,
     payload: dict,
     secret: str | None,
-    max_attempts: int = 6,
-    base_delay_s: float = 1.0,
+    event_id: str,
+    allow: Sequence[str] = (),
     timeout_s: float = 10.0,
-) -> dict:
-    """POST `payload` until a 2xx arrives or attempts run out; returns a delivery report."""
+    resolver=None,
+) -> tuple[bool, str]:
+    """One signed delivery attempt: (delivered, what happened)."""
     body = json.dumps(payload, separators=(",", ":")).encode()
-    last_error = ""
-    async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
-        for attempt in range(1, max_attempts + 1):
-            headers = {"Content-Type": "application/json", "User-Agent": "speech-cluster"}
-            if secret:
-                headers[SIGNATURE_HEADER] = sign(secret, int(time.time()), body)
-            try:
-                response = await client.post(url, content=body, headers=headers)
-                if 200 <= response.status_code < 300:
-                    return {"delivered": True, "attempts": attempt, "status": response.status_code}
-                last_error = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("webhook %s attempt %d failed: %s", url, attempt, last_error)
-            if attempt < max_attempts:
-                await asyncio.sleep(min(base_delay_s * 2 ** (attempt - 1), 300.0))
-    return {"delivered": False, "attempts": max_attempts, "error": last_error}
+    try:
+        host, ip = await resolve_checked(url, allow, resolver)
+    except WebhookRefused as exc:
+        return False, f"refused: {exc}"
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "speech-cluster",
+        "Host": urlsplit(url).netloc.rsplit("@", 1)[-1],
+        EVENT_HEADER: event_id,
+    }
+    if secret:
+        headers[SIGNATURE_HEADER] = sign(secret, int(time.time()), body)
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
+            response = await client.post(
+                _pinned(url, ip),
+                content=body,
+                headers=headers,
+                extensions={"sni_hostname": host},  # TLS still verifies the name
+            )
+    except httpx.HTTPError as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    if 200 <= response.status_code < 300:
+        return True, f"HTTP {response.status_code}"
+    return False, f"HTTP {response.status_code}"

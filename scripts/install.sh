@@ -50,5 +50,8 @@ echo "==> installing Python packages (first run downloads ~3 GB of torch/CUDA wh
 .venv/bin/python -c 'import faster_whisper, pyannote.audio, ray.serve, torchaudio' \
   || { echo "ERROR: the Python environment is broken; delete .venv and rerun" >&2; exit 1; }
 
-echo "==> provisioning bundled models"
-.venv/bin/speech-cluster-provision
+# The models directory the service will read (Settings().resolved_models_dir: SPEECH_MODELS_DIR,
+# else SPEECH_DATA_DIR/models, else ~/.cache/speech-cluster/models).
+models_dir=$(.venv/bin/python -c 'from serve_app.settings import Settings; print(Settings().resolved_models_dir)')
+echo "==> provisioning bundled models into $models_dir"
+.venv/bin/speech-cluster-provision --models-dir "$models_dir"

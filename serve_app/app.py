@@ -18,7 +18,8 @@ from ray.serve.handle import DeploymentHandle
 from deployments.diarizer import Diarizer
 from deployments.transcriber import Transcriber
 from serve_app import routes_jobs, routes_openai
-from serve_app.errors import ApiError, install_error_handlers
+from serve_app.errors import RETRY_AFTER_S, ApiError, install_error_handlers
+from serve_app.exposure import check_exposure, serve_http_host
 from serve_app.services import Services, get_services, install
 from serve_app.settings import Settings
 from serve_app.uploads import BodySizeLimit
@@ -52,7 +53,12 @@ async def healthz(services: Annotated[Services, Depends(get_services)]) -> dict:
         )
     except Exception as exc:
         log.warning("health check failed", exc_info=exc)
-        raise ApiError(503, "not_ready", f"not ready ({type(exc).__name__})") from exc
+        raise ApiError(
+            503,
+            "not_ready",
+            f"not ready ({type(exc).__name__})",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        ) from exc
     return {
         "status": "ok",
         "transcriber": t_info["model"],
@@ -61,12 +67,13 @@ async def healthz(services: Annotated[Services, Depends(get_services)]) -> dict:
     }
 
 
-def manager_config(settings: Settings, redis_url: str):
+def manager_config(settings: Settings):
     from jobs.manager import ManagerConfig
 
     return ManagerConfig(
-        redis_url=redis_url,
+        redis_url=settings.redis_url,
         storage_dir=str(settings.resolved_storage_dir),
+        data_dir=str(settings.resolved_data_dir),
         key_prefix=settings.redis_key_prefix,
         app_name=settings.app_name,
         max_concurrent_jobs=settings.max_concurrent_jobs,
@@ -75,6 +82,8 @@ def manager_config(settings: Settings, redis_url: str):
         segment_max_attempts=settings.segment_max_attempts,
         retry_base_s=settings.retry_base_s,
         job_timeout_s=settings.job_timeout_s,
+        max_duration_s=settings.max_job_duration_s,
+        max_interruptions=settings.max_job_interruptions,
         result_ttl_s=settings.result_ttl_s,
         audio_ttl_s=settings.audio_ttl_s,
         webhook_secret=(
@@ -82,6 +91,7 @@ def manager_config(settings: Settings, redis_url: str):
         ),
         webhook_max_attempts=settings.webhook_max_attempts,
         webhook_base_delay_s=settings.retry_base_s,
+        webhook_allow=tuple(settings.webhook_allow),
     )
 
 
@@ -89,22 +99,29 @@ def manager_config(settings: Settings, redis_url: str):
 @serve.ingress(api)
 class Ingress:
     def __init__(
-        self, transcriber: DeploymentHandle, diarizer: DeploymentHandle, settings: Settings
+        self,
+        transcriber: DeploymentHandle,
+        diarizer: DeploymentHandle,
+        manager: DeploymentHandle,
+        settings: Settings,
     ) -> None:
-        from jobs.manager import get_or_create_manager
         from jobs.redis_server import resolve_redis_url
         from jobs.storage import AudioStorage
         from jobs.store import JobStore
 
+        check_exposure(settings, serve_http_host())
         redis_url = resolve_redis_url(settings.redis_url, settings.resolved_data_dir)
         install(
             Services(
                 settings=settings,
                 transcriber=transcriber,
                 diarizer=diarizer,
-                store=JobStore(redis_url, settings.redis_key_prefix, settings.result_ttl_s),
+                # Few retries: a request answers 503 soon rather than hang while Redis is down.
+                store=JobStore(
+                    redis_url, settings.redis_key_prefix, settings.result_ttl_s, retries=3
+                ),
                 storage=AudioStorage(settings.resolved_storage_dir),
-                manager=get_or_create_manager(manager_config(settings, redis_url)),
+                manager=manager,
             )
         )
 
@@ -113,6 +130,9 @@ def build_app(
     settings: Settings, transcriber: dict | None = None, diarizer: dict | None = None
 ) -> Application:
     """Compose the app; `transcriber`/`diarizer` override deployment options (tests, tools)."""
+    from jobs.manager import JobManager
+
+    check_exposure(settings, serve_http_host())
     models_dir = str(settings.resolved_models_dir)
     transcriber_app = Transcriber.options(**(transcriber or {})).bind(
         model=settings.whisper_model,
@@ -132,7 +152,8 @@ def build_app(
         cpu_threads=settings.cpu_threads,
         segmentation_step=settings.diarization_step,
     )
-    return Ingress.bind(transcriber_app, diarizer_app, settings)
+    manager_app = JobManager.bind(manager_config(settings), transcriber_app, diarizer_app)
+    return Ingress.bind(transcriber_app, diarizer_app, manager_app, settings)
 
 
 def app_builder(args: Settings) -> Application:

@@ -33,6 +33,47 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+RETRY_AFTER_S = 5
+
+
+def classify(exc: BaseException) -> tuple[int, str, str] | None:
+    """(status, code, one-line message) for failures that are not the server's bug."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from deployments.schemas import InputRejected
+
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, InputRejected) or isinstance(exc, InputRejected):
+        text = str(cause if isinstance(cause, InputRejected) else exc).splitlines()
+        return 422, "input_rejected", (text[0] if text else "the input was rejected")
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return 503, "unavailable", "The job store (Redis) is unavailable; retry shortly."
+    if _ray_unavailable(exc):
+        return 503, "unavailable", "A model or the job manager is unavailable; retry shortly."
+    return None
+
+
+def _ray_unavailable(exc: BaseException) -> bool:
+    try:
+        from ray import exceptions as rex
+        from ray.serve import exceptions as sex
+    except ImportError:
+        return False
+    kinds = tuple(
+        k
+        for k in (
+            getattr(rex, "RayActorError", None),
+            getattr(rex, "ActorUnavailableError", None),
+            getattr(sex, "BackPressureError", None),
+            getattr(sex, "DeploymentUnavailableError", None),
+            getattr(sex, "ReplicaUnavailableError", None),
+        )
+        if k is not None
+    )
+    return isinstance(exc, kinds)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -49,6 +90,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        mapped = classify(exc)
+        if mapped is not None:
+            status, code, message = mapped
+            log.warning("%s: %s", code, type(exc).__name__, exc_info=exc)
+            headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+            return JSONResponse(error_body(code, message), status, headers=headers)
         log.exception("unhandled error")
         # Exception text can carry a remote traceback: it goes to the log, never to the user.
         message = f"internal error ({type(exc).__name__}); details are in the server log"

@@ -40,6 +40,11 @@ class JobSnapshot(BaseModel):
     status_url: str
     result_url: str
     events_url: str
+    webhook_secret: str | None = Field(
+        None,
+        description="Only in the submit response, when the job has a webhook and no "
+        "server-wide secret is configured: the key its deliveries are signed with.",
+    )
 
 
 class JobList(BaseModel):

@@ -13,7 +13,10 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
 from deployments.audio import AudioDecodeError, probe_audio
+from jobs.outbox import new_secret
 from jobs.records import JobOptions, JobRecord, JobStatus
+from jobs.store import QueueFull
+from jobs.webhooks import WebhookRefused, check_url
 from serve_app.auth import Caller
 from serve_app.errors import ApiError
 from serve_app.http_models import ErrorBody, JobList, JobSnapshot, snapshot
@@ -25,6 +28,7 @@ router = APIRouter(tags=["jobs"], responses=ERRORS)
 JobId = Annotated[str, Path(description="Job id (a UUID)", min_length=1, max_length=64)]
 ServicesDep = Annotated[Services, Depends(get_services)]
 KEEPALIVE_S = 15
+RETRY_AFTER_S = 15
 
 
 def parse_job_id(job_id: str) -> str:
@@ -40,6 +44,30 @@ async def load_job(services: Services, job_id: str, owner: str | None) -> JobRec
     if record is None or record.owner != owner:
         raise ApiError(404, "job_not_found", f"job_id: no job {job_id}")
     return record
+
+
+async def check_job_options(services: Services, options: JobOptions) -> None:
+    """Checks that need the running service: the model's languages, the webhook target."""
+    await check_language(services, options.language)
+    if options.webhook_url:
+        try:
+            check_url(options.webhook_url, services.settings.webhook_allow)
+        except WebhookRefused as exc:
+            raise ApiError(422, "invalid_parameter", str(exc)) from None
+
+
+async def check_language(services: Services, language: str | None) -> None:
+    if language is None:
+        return
+    allowed = await services.model_languages()
+    if allowed and language not in allowed:
+        shown = ", ".join(allowed)
+        raise ApiError(
+            422,
+            "invalid_parameter",
+            f"language: {language!r} is not supported by model "
+            f"{services.settings.whisper_model!r}; use one of: {shown}",
+        )
 
 
 def job_options(**fields) -> JobOptions:
@@ -60,13 +88,7 @@ async def create_job(
 ) -> JobRecord:
     """Store the upload durably, vet it, record the job, wake the manager."""
     settings = services.settings
-    if await services.store.active_count() >= settings.max_active_jobs:
-        raise ApiError(
-            429,
-            "too_many_jobs",
-            f"{settings.max_active_jobs} jobs are queued or running; retry later",
-            headers={"Retry-After": "30"},
-        )
+    await check_job_options(services, options)
     job_id = str(uuid.uuid4())
     storage = services.storage
     path = await asyncio.to_thread(storage.save, job_id, upload.file)
@@ -87,16 +109,27 @@ async def create_job(
             audio_path=str(path),
             duration=duration,
             idempotency_key=idempotency_key,
+            webhook_secret=(
+                new_secret() if options.webhook_url and not settings.webhook_secret else None
+            ),
         )
-        stored = await services.store.create(record)
+        stored = await services.store.create(record, max_active=settings.max_active_jobs)
+    except QueueFull:
+        await asyncio.to_thread(storage.delete, job_id)
+        raise ApiError(
+            429,
+            "too_many_jobs",
+            f"{settings.max_active_jobs} jobs are queued or running; retry later",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        ) from None
     except AudioDecodeError as exc:
-        storage.delete(job_id)
+        await asyncio.to_thread(storage.delete, job_id)
         raise ApiError(400, exc.code, f"file: {exc.message}") from exc
     except BaseException:
-        storage.delete(job_id)  # nothing half-written is left behind
+        await asyncio.to_thread(storage.delete, job_id)  # nothing half-written is left behind
         raise
     if stored.id != job_id:  # same Idempotency-Key: the earlier job stands
-        storage.delete(job_id)
+        await asyncio.to_thread(storage.delete, job_id)
     else:
         services.manager.start_job.remote(job_id)
     return stored
@@ -132,7 +165,10 @@ async def submit_job(
         segment_s=segment_s,
         webhook_url=webhook_url,
     )
-    return snapshot(await create_job(services, file, options, owner, idempotency_key))
+    record = await create_job(services, file, options, owner, idempotency_key)
+    body = snapshot(record)
+    body.webhook_secret = record.webhook_secret  # shown once, to the submitter
+    return body
 
 
 @router.get("/v1/jobs", response_model=JobList, summary="The caller's jobs, newest first")
@@ -143,17 +179,27 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> JobList:
+    # `offset` counts jobs that match the filter, so pages neither skip nor repeat.
     found: list[JobSnapshot] = []
-    cursor, page = offset, 200
+    skipped, cursor, page = 0, 0, 200
     while len(found) <= limit:
         ids = await services.store.list_ids(owner, cursor, page)
+        gone = []
         for job_id in ids:
             record = await services.store.get(job_id)
-            if record and record.owner == owner and (status is None or record.status == status):
-                found.append(snapshot(record, detail=False))
+            if record is None:
+                gone.append(job_id)  # expired: trim the index as we go
+            elif record.owner == owner and (status is None or record.status == status):
+                if skipped < offset:
+                    skipped += 1
+                else:
+                    found.append(snapshot(record, detail=False))
+                    if len(found) > limit:
+                        break
+        await services.store.forget_listed(owner, gone)
         if len(ids) < page:
             break
-        cursor += page
+        cursor += page - len(gone)
     return JobList(data=found[:limit], offset=offset, limit=limit, has_more=len(found) > limit)
 
 
@@ -189,7 +235,7 @@ async def retry_job(services: ServicesDep, owner: Caller, job_id: JobId) -> JobS
             f"job {record.id} is {record.status.value}; only failed or cancelled "
             "jobs can be retried",
         )
-    if not services.storage.path(record.id).exists():
+    if not await asyncio.to_thread(services.storage.exists, record.id):
         raise ApiError(410, "audio_expired", f"the audio of job {record.id} has expired")
     return snapshot(await services.manager.retry.remote(record.id))
 
@@ -221,9 +267,14 @@ async def get_result(
         raise ApiError(410, "result_expired", f"the result of job {record.id} has expired")
     if format == "json":
         return Response(raw, media_type="application/json")
-    body, media_type = render_job(
-        JobResult.model_validate_json(raw), format, uri=record.filename or record.id
-    )
+
+    def render() -> tuple[str, str]:
+        return render_job(
+            JobResult.model_validate_json(raw), format, uri=record.filename or record.id
+        )
+
+    # Parsing and rendering a long transcript is CPU work: off the event loop.
+    body, media_type = await asyncio.to_thread(render)
     return Response(body, media_type=media_type)
 
 

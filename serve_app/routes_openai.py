@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import Response
 
-from deployments.audio import AudioDecodeError, decode_audio
+from deployments.audio import AudioDecodeError, Source, decode_audio
 from deployments.schemas import SAMPLE_RATE, TranscribeOptions, Transcription
 from jobs.records import JobRecord, JobStatus
 from jobs.stitch import JobResult
@@ -20,15 +20,28 @@ from serve_app.services import Services, get_services
 router = APIRouter(tags=["openai"])
 
 
-async def read_audio(upload: UploadFile) -> np.ndarray:
+def decode_short(source: Source, max_s: float) -> np.ndarray | None:
+    """The audio if it lasts at most `max_s`; None, having decoded no further, if longer."""
+    try:
+        return decode_audio(source, max_s=max_s, limit_name="sync_direct_max_s")
+    except AudioDecodeError as exc:
+        if exc.code == "audio_too_long":
+            return None
+        raise
+
+
+async def read_audio(upload: UploadFile, max_s: float) -> np.ndarray | None:
+    """Decode a direct-path upload; None when it is longer than `max_s` (job path)."""
     data = await upload.read()
     try:
         # Decoding is CPU work; keep the ingress event loop free for other requests.
-        return await asyncio.to_thread(decode_audio, data)
+        return await asyncio.to_thread(decode_short, data, max_s)
     except AudioDecodeError as exc:
         raise ApiError(400, exc.code, f"file: {exc.message}") from exc
 
 
+# Job failures the input caused, answered as the caller's error.
+INPUT_FAILURES = {"input_rejected": 422, "audio_too_long": 413, "corrupt_audio": 422}
 DIRECT_DECODE_MAX_BYTES = 5_000_000
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
 
@@ -89,7 +102,7 @@ async def create_transcription(
     ] = None,
 ) -> Response:
     from serve_app.formats import render_openai
-    from serve_app.routes_jobs import create_job, job_options
+    from serve_app.routes_jobs import check_language, create_job, job_options
 
     if model not in services.served_models:
         raise ApiError(
@@ -97,13 +110,15 @@ async def create_transcription(
             "invalid_model",
             f"model: {model!r} is not served; use one of {list(services.served_models)}",
         )
+    await check_language(services, language)
     granularities = tuple(timestamp_granularities or ("segment",))
     diarize = response_format == "diarized_json"
     words = response_format not in ("json", "text")
     audio = None
     if not diarize and (file.size or 0) <= DIRECT_DECODE_MAX_BYTES:
-        audio = await read_audio(file)
-    if audio is not None and len(audio) / SAMPLE_RATE <= services.settings.sync_direct_max_s:
+        # Stops decoding past the direct-path limit: memory is bounded by it, not the file.
+        audio = await read_audio(file, services.settings.sync_direct_max_s)
+    if audio is not None:
         options = TranscribeOptions(
             language=language, initial_prompt=prompt, temperature=temperature, word_timestamps=words
         )
@@ -120,12 +135,14 @@ async def create_transcription(
         if record is None or record.status is not JobStatus.COMPLETED:
             error = f"{record.error_code}: {record.error_message}" if record else "expired"
             # Input the models reject is the caller's to fix: a 4xx, not a server error.
-            status = 422 if record and record.error_code == "input_rejected" else 500
+            status = INPUT_FAILURES.get(record.error_code, 500) if record else 500
             raise ApiError(
                 status, "job_failed", f"transcription job {submitted.id} failed: {error}"
             )
-        result = JobResult.model_validate_json(await services.store.result(record.id))
-    body, media_type = render_openai(
-        result, response_format, granularities, uri=file.filename or "audio"
+        raw = await services.store.result(record.id)
+        result = await asyncio.to_thread(JobResult.model_validate_json, raw)
+    # Rendering a long transcript is CPU work: off the event loop.
+    body, media_type = await asyncio.to_thread(
+        render_openai, result, response_format, granularities, uri=file.filename or "audio"
     )
     return Response(body, media_type=media_type)

@@ -22,7 +22,15 @@ class Services:
     diarizer: Any  # DeploymentHandle
     store: Any = None  # jobs.store.JobStore
     storage: Any = None  # jobs.storage.AudioStorage
-    manager: Any = None  # ActorHandle of jobs.manager.JobManager
+    manager: Any = None  # DeploymentHandle of jobs.manager.JobManager
+    languages: list[str] | None = None  # the served model's, asked once
+
+    async def model_languages(self) -> list[str]:
+        """Language codes the transcription model accepts ([] if it does not say)."""
+        if self.languages is None:
+            info = await self.transcriber.info.remote()
+            self.languages = list(info.get("languages") or [])
+        return self.languages
 
     @property
     def served_models(self) -> tuple[str, ...]:
@@ -50,5 +58,7 @@ def upload_limit_bytes(app: object) -> int | None:
 def get_services(request: Request) -> Services:
     services = getattr(request.app.state, "services", None) or _installed
     if services is None:
-        raise ApiError(503, "not_ready", "the service is starting; retry shortly")
+        raise ApiError(
+            503, "not_ready", "the service is starting; retry shortly", headers={"Retry-After": "5"}
+        )
     return services

@@ -48,14 +48,8 @@ class Settings(BaseSettings):
     allow_downloads: bool = Field(False, description="Allow fetching models from a hub.")
     device: str = Field("auto", description="'auto' (CUDA when visible), 'cuda' or 'cpu'.")
     transcriber_batch_size: int = Field(8, ge=1, le=64, description="30 s windows per batch.")
-    transcriber_batch_wait_s: float = Field(
-        0.05, ge=0.0, le=5.0, description="How long a replica waits to fill a batch."
-    )
     cpu_threads: int = Field(0, ge=0, description="Threads per replica on CPU; 0 = Ray's num_cpus.")
     max_upload_mb: float = Field(200.0, gt=0, description="Largest accepted upload.")
-    max_sync_duration_s: float = Field(
-        600.0, gt=0, description="Longest audio transcribed inside one synchronous request."
-    )
 
     redis_url: str | None = Field(
         None,
@@ -91,12 +85,29 @@ class Settings(BaseSettings):
     api_keys: list[SecretStr] = Field(
         default_factory=list,
         description="When set, every /v1 endpoint needs one (Authorization: Bearer <key> or "
-        "X-API-Key); jobs are visible only to the key that made them. JSON list in env.",
+        "X-API-Key); jobs are visible only to the key that made them. JSON list in env. "
+        "Required when Serve's HTTP proxy binds a non-loopback address.",
+    )
+    allow_unauthenticated: bool = Field(
+        False,
+        description="Serve without API keys on a non-loopback address anyway (for a "
+        "network you control). Without it such an app refuses to start.",
     )
     webhook_secret: SecretStr | None = Field(
         None, description="HMAC-SHA256 key for webhook signatures (X-Speech-Signature)."
     )
     webhook_max_attempts: int = Field(6, ge=1, description="Webhook deliveries before giving up.")
+    webhook_allow: list[str] = Field(
+        default_factory=list,
+        description="Webhook hosts or networks (names or CIDRs such as 10.0.0.0/8) allowed "
+        "although private; every other webhook must resolve to public addresses.",
+    )
+    max_job_interruptions: int = Field(
+        3,
+        ge=0,
+        description="Times a job may be interrupted by a manager crash and resumed before "
+        "it fails (a job that crashes the manager is not resumed forever).",
+    )
 
     @property
     def resolved_storage_dir(self) -> Path:

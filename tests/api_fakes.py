@@ -45,7 +45,7 @@ class FakeTranscriber:
     def __init__(self) -> None:
         self.calls = 0
         self.transcribe = _Method(self._transcribe)
-        self.info = _Method(lambda: {"model": "tiny.en", "device": "cpu"})
+        self.info = _Method(lambda: {"model": "tiny.en", "device": "cpu", "languages": ["en"]})
 
     def _transcribe(self, audio, options) -> Transcription:
         self.calls += 1
@@ -80,13 +80,15 @@ class FakeManager:
 
     async def _cancel(self, job_id: str):
         record = await self.store.get(job_id)
-        await self.store.set_status(record, JobStatus.CANCELLED, "cancelled by request")
+        record.status, record.stage = JobStatus.CANCELLED, "cancelled by request"
+        await self.store.finish(record)
         return record
 
     async def _retry(self, job_id: str):
         record = await self.store.get(job_id)
         record.error_code = record.error_message = record.finished_at = None
-        await self.store.set_status(record, JobStatus.QUEUED, "queued for retry")
+        record.status, record.stage = JobStatus.QUEUED, "queued for retry"
+        await self.store.requeue(record)
         return record
 
 

@@ -27,6 +27,7 @@ JFK_TEXT = (
 TEST_HTTP_PORT = int(os.environ.get("SPEECH_TEST_HTTP_PORT", "18000"))
 TEST_REDIS_PORT = int(os.environ.get("SPEECH_TEST_REDIS_PORT", "16379"))
 TEST_MAX_UPLOAD_MB = 40.0
+WEBHOOK_HOST = "127.0.0.3"
 
 
 def pyannote_sample_dir() -> Path:
@@ -107,6 +108,8 @@ def app_settings(tmp_path_factory, redis_server):
         max_inflight_segments=6,
         webhook_secret="test-webhook-secret",
         webhook_max_attempts=8,
+        # Test receivers listen on 127.0.0.3; every other private address stays refused.
+        webhook_allow=[f"{WEBHOOK_HOST}/32"],
     )
 
 

@@ -82,3 +82,29 @@ def assert_words_global_and_monotonic(res: dict, duration: float) -> list[dict]:
         same = normalize_text(a["text"]) == normalize_text(b["text"]) != ""
         assert not (same and b["start"] - a["start"] < 0.3), (a, b)
     return words
+
+
+def replica_actors(deployment: str, app: str = "speech") -> list[tuple[str, str]]:
+    """(name, namespace) of the live Serve replicas of one deployment of one app."""
+    import ray
+
+    return [
+        (a["name"], a["namespace"])
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(f"SERVE_REPLICA::{app}#{deployment}#")
+    ]
+
+
+def kill_replica(deployment: str, app: str = "speech") -> None:
+    """SIGKILL-like: the replica dies at once and Serve starts another."""
+    import ray
+
+    name, namespace = replica_actors(deployment, app)[0]
+    ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+
+
+def manager(app: str = "speech"):
+    """The application's job manager (a Serve deployment)."""
+    from ray import serve
+
+    return serve.get_deployment_handle("JobManager", app_name=app)

@@ -6,8 +6,11 @@ and a video file with no audio track.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -22,16 +25,43 @@ def resample(audio: np.ndarray, rate: int) -> np.ndarray:
     ).astype(np.float32)
 
 
+class _Pipe(io.RawIOBase):
+    """A write-only, non-seekable file: what a muxer streaming to a pipe or socket sees."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        return self.out.write(data)
+
+
 def encode_audio(
-    audio: np.ndarray, path: Path, codec: str, rate: int = SAMPLE_RATE, channels: int = 1
+    audio: np.ndarray,
+    path: Path,
+    codec: str,
+    rate: int = SAMPLE_RATE,
+    channels: int = 1,
+    streamed: bool = False,
 ) -> Path:
-    """Write 16 kHz mono float audio as `codec` at `rate` Hz with `channels` channels."""
+    """Write 16 kHz mono float audio as `codec` at `rate` Hz with `channels` channels.
+
+    `streamed` muxes as if to a pipe: the muxer cannot seek back, so containers such as
+    WebM carry no duration (PyAV reports None), as in live recordings.
+    """
     import av
 
     samples = resample(audio, rate) if rate != SAMPLE_RATE else audio.astype(np.float32)
     planes = np.repeat(samples[None, :], channels, axis=0)  # (channels, n), planar
     layout = "mono" if channels == 1 else "stereo"
-    with av.open(str(path), "w") as container:
+    with contextlib.ExitStack() as stack:
+        if streamed:
+            pipe = _Pipe(stack.enter_context(path.open("wb")))
+            container = stack.enter_context(av.open(pipe, "w", format=path.suffix[1:]))
+        else:
+            container = stack.enter_context(av.open(str(path), "w"))
         stream = container.add_stream(codec, rate=rate, layout=layout)
         fmt = stream.codec_context.format.name
         frame_size = stream.codec_context.frame_size or 1024

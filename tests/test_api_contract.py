@@ -83,7 +83,8 @@ async def _complete(client, job_id: str) -> None:
     )
     await store.save_result(job_id, result.model_dump_json())
     record = await store.get(job_id)
-    await store.set_status(record, JobStatus.COMPLETED, "completed")
+    record.status, record.stage = JobStatus.COMPLETED, "completed"
+    await store.finish(record)
 
 
 async def test_submit_returns_202_with_links_and_wakes_the_manager(client):

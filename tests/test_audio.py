@@ -56,3 +56,32 @@ def test_bad_inputs_raise_clear_errors(data, code):
         decode_audio(data)
     assert err.value.code == code
     assert err.value.message
+
+
+def _tone(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+def test_max_s_stops_a_stream_that_declares_no_duration(tmp_path):
+    from deployments.audio import probe_audio
+    from tests.media import encode_audio
+
+    webm = encode_audio(_tone(60), tmp_path / "live.webm", "libopus", 48000, streamed=True)
+    assert probe_audio(webm) is None  # nothing to check a duration limit against up front
+    decoded = 0
+    with pytest.raises(AudioDecodeError) as err:
+        for block in iter_audio_blocks(webm, 1.0, max_s=10, limit_name="max_job_duration_s"):
+            decoded += block.size
+    assert err.value.code == "audio_too_long"
+    assert "10 s" in err.value.message and "max_job_duration_s" in err.value.message
+    # Raised as soon as decoding passed the limit, not at the end of the 60 s.
+    assert 9 * SAMPLE_RATE <= decoded <= 11 * SAMPLE_RATE
+
+
+def test_max_s_keeps_audio_within_the_limit_whole():
+    whole = decode_audio(JFK)
+    assert np.array_equal(decode_audio(JFK, max_s=len(whole) / SAMPLE_RATE), whole)
+    with pytest.raises(AudioDecodeError, match=r"5 s limit \(sync_direct_max_s\)") as err:
+        decode_audio(JFK, max_s=5, limit_name="sync_direct_max_s")
+    assert err.value.code == "audio_too_long"

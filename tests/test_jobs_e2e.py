@@ -17,6 +17,8 @@ from tests.jobclient import (
     assert_words_global_and_monotonic,
     calls,
     checkpoints,
+    kill_replica,
+    manager,
     result,
     submit,
     wait_checkpoints,
@@ -128,14 +130,10 @@ def test_three_speakers_keep_their_labels(http, tmp_path):
 
 
 def test_killing_the_manager_mid_job_loses_no_work(http, app_settings, ten_minutes):
-    import ray
-
-    from jobs.manager import MANAGER_NAME, NAMESPACE
-
     rec, path = ten_minutes
     job_id = submit(http, path, diarize=False, segment_s=15)
     before = wait_checkpoints(app_settings, job_id, at_least=4)
-    ray.kill(ray.get_actor(MANAGER_NAME, namespace=NAMESPACE), no_restart=False)
+    kill_replica("JobManager")
     status = wait_done(http, job_id)
     assert status["status"] == "completed", status
     counts = calls(app_settings, job_id)
@@ -190,15 +188,10 @@ def test_result_before_completion_is_409_and_unknown_ids_404(http, tmp_path):
 
 
 def test_cancel_stops_outstanding_segments(http, app_settings, ten_minutes):
-    import ray
-
-    from jobs.manager import MANAGER_NAME, NAMESPACE
-
     _, path = ten_minutes
     job_id = submit(http, path, diarize=False, segment_s=15)
     wait_checkpoints(app_settings, job_id, at_least=2)
-    manager = ray.get_actor(MANAGER_NAME, namespace=NAMESPACE)
-    record = ray.get(manager.cancel.remote(job_id))
+    record = manager().cancel.remote(job_id).result()
     assert record.status.value == "cancelled"
     dispatched = sum(calls(app_settings, job_id).values())
     time.sleep(3)

@@ -265,4 +265,5 @@ def test_fifty_concurrent_submissions_all_complete_or_get_429(serve_url, tmp_pat
     )
     assert accepted
     # The manager holds records, not audio: 50 jobs must not grow it by more than 300 MB.
-    assert growth.get("ray::JobManager", 0) < 300, growth
+    manager_growth = [v for k, v in growth.items() if "JobManager" in k]
+    assert manager_growth and max(manager_growth) < 300, growth

@@ -97,8 +97,8 @@ async def test_hang_then_success_is_retried_and_checkpointed(runner):
     elapsed = time.monotonic() - t0
     assert handle.responses[0].cancelled  # the hung call was cancelled, not leaked
     assert elapsed >= 0.3 + 0.2 + 0.4  # timeout, then backoff 0.2 s and 0.4 s
-    assert await store.checkpoint_keys(record.id) == {"0:t"}
-    assert await store.calls(record.id) == {"0:t": 3}
+    assert await store.checkpoint_keys(record.id) == {"0:0-16000:t"}
+    assert await store.calls(record.id) == {"0:0-16000:t": 3}
 
 
 async def test_hang_every_time_fails_with_a_clear_message(runner):
@@ -132,7 +132,7 @@ async def test_input_rejected_fails_at_once_with_one_line(runner):
     with pytest.raises(SegmentFailed) as err:
         await seg._call(record, PLAN, "t", np.zeros(16000, np.float32), _NoProgress())
     assert err.value.code == "input_rejected"
-    assert await store.calls(record.id) == {"0:t": 1}  # deterministic: not retried
+    assert await store.calls(record.id) == {"0:0-16000:t": 1}  # deterministic: not retried
     assert err.value.message == "Segment 1 (0.0-1.0 s): invalid num_speakers: too small"
 
 

@@ -36,8 +36,9 @@ async def test_idempotency_key_returns_the_first_job(store):
 
 async def test_terminal_jobs_leave_the_active_set_and_expire(store):
     rec = await store.create(_record())
-    await store.save_checkpoint(rec.id, 0, "t", "{}")
-    await store.set_status(rec, JobStatus.COMPLETED, "completed")
+    await store.save_checkpoint(rec.id, "0:0-16000", "t", "{}")
+    rec.status, rec.stage = JobStatus.COMPLETED, "completed"
+    assert await store.finish(rec)
     assert rec.id not in await store.active_ids()
     assert rec.finished_at is not None
     ttl = await store.redis.ttl(store._k("job", rec.id, "ckpt"))
@@ -46,11 +47,11 @@ async def test_terminal_jobs_leave_the_active_set_and_expire(store):
 
 async def test_checkpoints_and_call_counts(store):
     rec = await store.create(_record())
-    await store.save_checkpoint(rec.id, 3, "t", '{"x": 1}')
-    assert await store.checkpoint_keys(rec.id) == {"3:t"}
-    assert await store.count_call(rec.id, 3, "t") == 1
-    assert await store.count_call(rec.id, 3, "t") == 2
-    assert await store.calls(rec.id) == {"3:t": 2}
+    await store.save_checkpoint(rec.id, "3:10-20", "t", '{"x": 1}')
+    assert await store.checkpoint_keys(rec.id) == {"3:10-20:t"}
+    assert await store.count_call(rec.id, "3:10-20", "t") == 1
+    assert await store.count_call(rec.id, "3:10-20", "t") == 2
+    assert await store.calls(rec.id) == {"3:10-20:t": 2}
 
 
 async def test_events_replay_every_progress_change(store):
@@ -67,3 +68,71 @@ def test_invalid_options_name_the_field():
         JobOptions(min_speakers=4, max_speakers=2)
     with pytest.raises(ValueError, match="num_speakers"):
         JobOptions(num_speakers=0)
+
+
+# -- issue 11: each transition is one atomic step --------------------------------------
+async def test_concurrent_submissions_with_one_idempotency_key_create_one_job(store):
+    import asyncio
+
+    records = [_record(idempotency_key="same", owner="o1") for _ in range(20)]
+    stored = await asyncio.gather(*(store.create(r) for r in records))
+    assert len({r.id for r in stored}) == 1
+    assert await store.redis.zcard(store._k("jobs", "created")) == 1
+    assert len(await store.active_ids()) == 1
+
+
+async def test_the_queue_cap_is_checked_in_the_same_step_as_the_write(store):
+    import asyncio
+
+    from jobs.store import QueueFull
+
+    outcomes = await asyncio.gather(
+        *(store.create(_record(), max_active=3) for _ in range(10)), return_exceptions=True
+    )
+    assert sum(isinstance(o, JobRecord) for o in outcomes) == 3
+    assert sum(isinstance(o, QueueFull) for o in outcomes) == 7
+    assert len(await store.active_ids()) == 3
+
+
+async def test_a_job_finishes_once_and_queues_one_webhook_event(store):
+    import asyncio
+
+    rec = await store.create(_record())
+    done, cancelled = rec.model_copy(), rec.model_copy()
+    done.status, cancelled.status = JobStatus.COMPLETED, JobStatus.CANCELLED
+    wins = await asyncio.gather(
+        store.finish(done, webhook={"n": 1}), store.finish(cancelled, webhook={"n": 2})
+    )
+    assert sorted(wins) == [False, True]
+    assert await store.redis.zcard(store._k("webhooks", "outbox")) == 1
+    final = await store.get(rec.id)
+    # A late progress write from the runner cannot revive a finished job.
+    late = final.model_copy(update={"status": JobStatus.TRANSCRIBING})
+    assert await store.save(late) == "terminal"
+    assert (await store.get(rec.id)).status == final.status
+
+
+async def test_requeue_takes_a_job_out_of_the_finished_index(store):
+    rec = await store.create(_record())
+    rec.status = JobStatus.FAILED
+    assert await store.finish(rec)
+    assert rec.id in await store.finished_before(rec.finished_at + 1)
+    rec.status = JobStatus.QUEUED
+    assert await store.requeue(rec)
+    assert rec.id not in await store.finished_before(rec.finished_at + 1)
+    assert rec.id in await store.active_ids()
+    assert not await store.requeue(rec)  # only failed or cancelled jobs are retried
+
+
+async def test_a_lease_has_one_holder_and_fences_progress_writes(store):
+    rec = await store.create(_record())
+    assert await store.claim(rec.id, "a", 5)
+    assert not await store.claim(rec.id, "b", 5)
+    assert await store.claim(rec.id, "a", 5)  # renewal
+    rec.status = JobStatus.TRANSCRIBING
+    assert await store.save(rec, lease="b") == "lease"
+    assert await store.save(rec, lease="a") == "ok"
+    await store.release(rec.id, "b")  # not the holder: no effect
+    assert not await store.claim(rec.id, "b", 5)
+    await store.release(rec.id, "a")
+    assert await store.claim(rec.id, "b", 5)

@@ -1,0 +1,92 @@
+"""Lua scripts that make each multi-key job transition one atomic step in Redis.
+
+Separate GET-then-SET round trips let two writers interleave: two submissions with one
+Idempotency-Key both created a job, and a cancel racing the runner finished a job twice.
+A script runs alone on the server, so each check and its writes cannot be split.
+"""
+
+from __future__ import annotations
+
+# KEYS: job, active, created, owner ('' = none), events, idem ('' = none)
+# ARGV: record, id, created_at, progress, idem_ttl, max_active (0 = no cap), events_maxlen,
+#       job key prefix (to find an idempotent twin)
+CREATE = """
+if KEYS[6] ~= '' then
+  local existing = redis.call('GET', KEYS[6])
+  if existing and redis.call('EXISTS', ARGV[8] .. existing) == 1 then
+    return {'existing', existing}
+  end
+end
+local cap = tonumber(ARGV[6])
+if cap > 0 and redis.call('SCARD', KEYS[2]) >= cap then
+  return {'full', ''}
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+if KEYS[4] ~= '' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2]) end
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'data', ARGV[4])
+if KEYS[6] ~= '' then redis.call('SET', KEYS[6], ARGV[2], 'EX', ARGV[5]) end
+return {'created', ARGV[2]}
+"""
+
+# KEYS: job, active, finished, events, lease, outbox, webhook, then keys that expire with
+#       a finished job (or persist again on requeue)
+# ARGV: mode ('progress' | 'finish' | 'requeue'), record, id, progress ('' = no event),
+#       events_maxlen, finished_at, ttl, lease token ('' = unfenced), webhook JSON ('' = none)
+# Returns 'ok', or why nothing was written: 'missing', 'terminal', 'not_retryable', 'lease'.
+TRANSITION = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 'missing' end
+local status = cjson.decode(current)['status']
+local terminal = status == 'completed' or status == 'failed' or status == 'cancelled'
+local mode = ARGV[1]
+if mode == 'requeue' then
+  if status ~= 'failed' and status ~= 'cancelled' then return 'not_retryable' end
+elseif terminal then
+  return 'terminal'
+end
+if ARGV[8] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[8] then return 'lease' end
+redis.call('SET', KEYS[1], ARGV[2])
+if ARGV[4] ~= '' then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'data', ARGV[4])
+end
+if mode == 'finish' then
+  redis.call('SREM', KEYS[2], ARGV[3])
+  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[3])
+  for i = 8, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[7]) end
+  if ARGV[9] ~= '' then
+    redis.call('SET', KEYS[7], ARGV[9])
+    redis.call('ZADD', KEYS[6], 0, ARGV[3])
+  end
+else
+  redis.call('SADD', KEYS[2], ARGV[3])
+  if mode == 'requeue' then
+    redis.call('ZREM', KEYS[3], ARGV[3])
+    for i = 8, #KEYS do redis.call('PERSIST', KEYS[i]) end
+  end
+end
+return 'ok'
+"""
+
+# KEYS: lease.  ARGV: token, ttl_ms.  Take a free lease or extend our own.
+CLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: lease.  ARGV: token.  Drop the lease only if we still hold it.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: outbox.  ARGV: id, now, busy_until.  Claim a due entry (push its time past a try).
+CLAIM_DUE = """
+local due = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not due or tonumber(due) > tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
