@@ -4,7 +4,7 @@ Layout (prefix `sc:`):
   job:{id}            JSON JobRecord
   job:{id}:ckpt       hash  "{plan}:t" / "{plan}:d" -> Transcription / Diarization JSON,
                       plan = "{index}:{start}-{end}" (samples), so a re-split never reuses
-  job:{id}:calls      hash  the same fields -> model calls dispatched
+  job:{id}:calls      hash  "{plan}:{part}#{nonce}", one field per model call dispatched
   job:{id}:lease      the runner that owns the job (token, expiring; renewed while it runs)
   job:{id}:webhook    the job's webhook delivery (jobs/outbox.py)
   job:{id}:events     stream of progress snapshots (SSE reads it; nothing is lost between polls)
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
@@ -37,8 +39,9 @@ EVENTS_MAXLEN = 2000
 def connect(url: str, retries: int = 30) -> aioredis.Redis:
     """A client that rides out a Redis restart (~30 s at the default `retries`).
 
-    Retries resend a command after a lost connection, so only idempotent commands may go
-    through it; `JobStore.once` (no retries) carries the rest.
+    Retries resend a command after a lost connection, so every command JobStore sends is
+    idempotent: call counts are one field per call rather than HINCRBY, and the scripts
+    re-check state before they write.
     """
     return aioredis.Redis.from_url(
         url,
@@ -64,7 +67,6 @@ class JobStore:
     ) -> None:
         self.url = url
         self.redis = connect(url, retries)
-        self.once = connect(url, 0)  # non-idempotent commands (HINCRBY): never resent
         self.prefix = prefix
         self.result_ttl_s = int(result_ttl_s)
         self._create = self.redis.register_script(scripts.CREATE)
@@ -77,7 +79,6 @@ class JobStore:
 
     async def close(self) -> None:
         await self.redis.aclose()
-        await self.once.aclose()
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
@@ -220,13 +221,20 @@ class JobStore:
     async def checkpoint_keys(self, job_id: str) -> set[str]:
         return set(await self.redis.hkeys(self._k("job", job_id, "ckpt")))
 
-    async def count_call(self, job_id: str, plan_key: str, part: str) -> int:
+    async def count_call(
+        self, job_id: str, plan_key: str, part: str, nonce: str | None = None
+    ) -> int:
+        """Record one model call; returns the calls made so far for this segment and part.
+
+        One field per call (not HINCRBY), so a command resent after a lost reply counts once.
+        """
         key = self._k("job", job_id, "calls")
-        return int(await self.once.hincrby(key, f"{plan_key}:{part}", 1))
+        await self.redis.hset(key, f"{plan_key}:{part}#{nonce or uuid.uuid4().hex}", "1")
+        return (await self.calls(job_id)).get(f"{plan_key}:{part}", 0)
 
     async def calls(self, job_id: str) -> dict[str, int]:
-        raw = await self.redis.hgetall(self._k("job", job_id, "calls"))
-        return {k: int(v) for k, v in raw.items()}
+        fields = await self.redis.hkeys(self._k("job", job_id, "calls"))
+        return dict(Counter(field.split("#", 1)[0] for field in fields))
 
     # -- results and events ----------------------------------------------------------------
     async def save_result(self, job_id: str, result_json: str) -> None:

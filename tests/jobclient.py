@@ -54,8 +54,11 @@ def checkpoints(app_settings, job_id: str) -> dict[str, str]:
 
 
 def calls(app_settings, job_id: str) -> dict[str, int]:
-    raw = redis_client(app_settings).hgetall(f"{app_settings.redis_key_prefix}job:{job_id}:calls")
-    return {k: int(v) for k, v in raw.items()}
+    """Model calls made per "{plan}:{part}" (one hash field per call)."""
+    from collections import Counter
+
+    key = f"{app_settings.redis_key_prefix}job:{job_id}:calls"
+    return dict(Counter(f.split("#", 1)[0] for f in redis_client(app_settings).hkeys(key)))
 
 
 def jobs_created(app_settings) -> int:

@@ -68,8 +68,16 @@ class RedisProcess:
             self.proc.wait()
         self.proc = None
 
-    def restart(self, down_s: float = 1.0) -> None:
-        self.stop()
+    def kill(self) -> None:
+        """SIGKILL: no flush, no goodbye. Only what was fsynced (appendfsync always) stays."""
+        if self.proc is None:
+            return
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def restart(self, down_s: float = 1.0, hard: bool = False) -> None:
+        self.kill() if hard else self.stop()
         time.sleep(down_s)
         self.start()
 

@@ -1,0 +1,207 @@
+"""A second application beside the session's, as an operator would deploy one: API keys on,
+a small queue, its own manager. Real Ray Serve, Redis and weights.
+
+Covers issue 11 items 1 (keys, scoped listing), 3 (per-job webhook secret), 5 (a manager
+per application that redeploys and shuts down with it) and the load run with a small
+queue (429 + Retry-After under real concurrency, every refused submission retried).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import HTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from jobs.webhooks import SIGNATURE_HEADER, verify
+from serve_app.app import build_app, manager_config
+from tests.conftest import JFK, JFK_TEXT, TEST_HTTP_PORT, WEBHOOK_HOST, load_audio, wer
+from tests.jobclient import TERMINAL, manager, replica_actors
+from tests.synth import write_wav
+
+pytestmark = [pytest.mark.ray, pytest.mark.models]
+
+APP, PREFIX = "keyed", "/keyed"
+ALPHA, BETA = "key-alpha-0123456789", "key-beta-9876543210"
+SMALL_QUEUE = 3
+
+
+def _settings(app_settings, **changes):
+    return app_settings.model_copy(
+        update={
+            "app_name": APP,
+            "api_keys": [SecretStr(ALPHA), SecretStr(BETA)],
+            "webhook_secret": None,
+            "redis_key_prefix": "keyed:",
+            "max_active_jobs": SMALL_QUEUE,
+            "max_concurrent_jobs": 2,
+            **changes,
+        }
+    )
+
+
+def _deploy(settings) -> None:
+    from ray import serve
+
+    one = {"num_replicas": 1, "autoscaling_config": None, "ray_actor_options": {"num_cpus": 0.5}}
+    serve.run(build_app(settings, transcriber=one, diarizer=one), name=APP, route_prefix=PREFIX)
+
+
+def _wait_healthy(url: str) -> None:
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=10).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "second app not healthy"
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def keyed(serve_url, app_settings):
+    settings = _settings(app_settings)
+    _deploy(settings)
+    url = f"http://127.0.0.1:{TEST_HTTP_PORT}{PREFIX}"
+    _wait_healthy(url)
+    yield url, settings
+    from ray import serve
+
+    if APP in serve.status().applications:
+        serve.delete(APP)
+
+
+def _client(url: str, key: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=url, timeout=120, headers=headers)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return write_wav(load_audio(JFK), tmp_path_factory.mktemp("keyed") / "jfk.wav")
+
+
+def _submit(client: httpx.Client, clip: Path, **form) -> httpx.Response:
+    return client.post(
+        "/v1/jobs",
+        files={"file": ("jfk.wav", clip.read_bytes())},
+        data={"diarize": "false", **form},
+    )
+
+
+def _wait(client: httpx.Client, job_id: str, timeout_s: float = 300) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/jobs/{job_id}").json()
+        if body["status"] in TERMINAL:
+            return body
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} not finished")
+
+
+def test_keys_are_required_and_each_key_sees_only_its_jobs(keyed, clip, http):
+    url, _ = keyed
+    with _client(url, None) as anonymous:
+        assert anonymous.get("/v1/jobs").status_code == 401
+        assert _submit(anonymous, clip).status_code == 401
+    with _client(url, ALPHA) as alpha, _client(url, BETA) as beta:
+        job_id = _submit(alpha, clip).json()["id"]
+        assert _wait(alpha, job_id)["status"] == "completed"
+        assert [j["id"] for j in alpha.get("/v1/jobs").json()["data"]] == [job_id]
+        assert beta.get("/v1/jobs").json()["data"] == []
+        assert beta.get(f"/v1/jobs/{job_id}").status_code == 404
+        assert beta.get(f"/v1/jobs/{job_id}/result").status_code == 404
+        text = alpha.get(f"/v1/jobs/{job_id}/result", params={"format": "txt"}).text
+        assert wer(JFK_TEXT, text) <= 0.05
+    # The keyless session app is another application with its own jobs.
+    assert job_id not in {j["id"] for j in http.get("/v1/jobs").json()["data"]}
+
+
+def test_webhooks_are_signed_with_a_per_job_secret_returned_at_submit(keyed, clip):
+    from tests.test_api_e2e import _free_port, _Receiver
+
+    url, _ = keyed
+    port = _free_port()
+    _Receiver.received = []
+    server = HTTPServer((WEBHOOK_HOST, port), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with _client(url, ALPHA) as alpha:
+            r = _submit(alpha, clip, webhook_url=f"http://{WEBHOOK_HOST}:{port}/h")
+            secret, job_id = r.json()["webhook_secret"], r.json()["id"]
+            assert secret and secret.startswith("whsec_")
+            assert alpha.get(f"/v1/jobs/{job_id}").json().get("webhook_secret") is None
+            assert _wait(alpha, job_id)["status"] == "completed"
+        deadline = time.monotonic() + 30
+        while not _Receiver.received and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        server.shutdown()
+    headers, body = _Receiver.received[0]
+    assert verify(secret, headers[SIGNATURE_HEADER], body)
+    assert json.loads(body)["id"] == job_id
+
+
+def test_a_small_queue_refuses_with_429_and_every_refused_submission_succeeds_later(keyed, clip):
+    url, _ = keyed
+    body = clip.read_bytes()
+
+    def post_until_accepted(i: int) -> tuple[str, int]:
+        refusals = 0
+        with _client(url, ALPHA) as client:
+            deadline = time.monotonic() + 600
+            while True:
+                r = client.post(
+                    "/v1/jobs", files={"file": (f"c{i}.wav", body)}, data={"diarize": "false"}
+                )
+                if r.status_code == 202:
+                    return r.json()["id"], refusals
+                assert r.status_code == 429, r.text
+                assert r.headers["Retry-After"].isdigit()
+                refusals += 1
+                assert time.monotonic() < deadline, "never accepted"
+                time.sleep(1.0)  # a client honouring Retry-After would wait longer
+
+    with ThreadPoolExecutor(20) as pool:
+        outcomes = list(pool.map(post_until_accepted, range(20)))
+    assert sum(refused for _, refused in outcomes) > 0, "the small queue never filled"
+    with _client(url, ALPHA) as alpha:
+        for job_id, _ in outcomes:
+            assert _wait(alpha, job_id, timeout_s=600)["status"] == "completed"
+            text = alpha.get(f"/v1/jobs/{job_id}/result", params={"format": "txt"}).text
+            assert wer(JFK_TEXT, text) <= 0.05, text
+
+
+def test_each_app_has_its_own_manager_and_a_redeploy_applies_new_settings(keyed, app_settings):
+    url, settings = keyed
+    ours = manager(APP).ping.remote().result()
+    theirs = manager("speech").ping.remote().result()
+    assert ours["app_name"] == APP and theirs["app_name"] == "speech"
+    assert ours["pid"] != theirs["pid"]
+    assert ours["config"] == manager_config(settings).fingerprint()
+
+    changed = _settings(app_settings, max_concurrent_jobs=1, segment_max_attempts=2)
+    _deploy(changed)
+    _wait_healthy(url)
+    now = manager(APP).ping.remote().result()
+    assert now["config"] == manager_config(changed).fingerprint() != ours["config"]
+    assert manager("speech").ping.remote().result()["pid"] == theirs["pid"]  # untouched
+
+
+def test_deleting_the_app_leaves_no_manager_behind(keyed):
+    from ray import serve
+
+    assert replica_actors("JobManager", APP)
+    serve.delete(APP)
+    deadline = time.monotonic() + 60
+    while replica_actors("JobManager", APP):
+        assert time.monotonic() < deadline, "the manager outlived its application"
+        time.sleep(0.5)
+    assert replica_actors("JobManager", "speech")  # the other app keeps its own
