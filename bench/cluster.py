@@ -145,7 +145,7 @@ class RssSampler:
     touched (shared memory); USS is its private memory.
     """
 
-    def __init__(self, prefixes=("ray::JobManager", "ray::ServeReplica:"), interval_s=0.5):
+    def __init__(self, prefixes=("ray::ServeReplica:",), interval_s=0.5):
         self.prefixes, self.interval_s = prefixes, interval_s
         self.peaks: dict[int, ProcPeak] = {}
         self._stop = threading.Event()
@@ -168,7 +168,7 @@ class RssSampler:
     def _sample(self) -> None:
         for proc in psutil.Process().children(recursive=True):
             with contextlib.suppress(psutil.Error, IndexError):
-                # Ray's process title; "ray::JobManager.start_job" while a method runs.
+                # Ray's process title, e.g. "ray::ServeReplica:speech:JobManager".
                 title = proc.cmdline()[0].split()[0].split(".")[0]
                 if not title.startswith(self.prefixes):
                     continue

@@ -48,7 +48,7 @@ def main() -> int:
         settings = bench_settings(tmp / "data", args)
         with Cluster(settings, args.port, ray_cpus(args)) as cluster:
             cluster.deploy(**deployment_options(args))
-            with RssSampler(prefixes=("ray::JobManager",)) as sampler:
+            with RssSampler(prefixes=("ray::ServeReplica:speech:JobManager",)) as sampler:
                 run = cluster.run_job(
                     path,
                     diarize=not args.no_diarize,

@@ -4,7 +4,7 @@
 
 For each length a fresh private cluster is started (so peaks of one size do not carry
 into the next), a synthetic meeting is submitted to POST /v1/jobs, and while it runs the
-`ray::JobManager` and `ray::ServeReplica:...` processes of this cluster are sampled with
+`ray::ServeReplica:...` processes (the job manager is one) of this cluster are sampled with
 psutil every 0.5 s. RSS includes object-store pages a process touched (shared memory that
 Ray reclaims); USS is the process's private memory. The manager streams audio from disk,
 so its peak should not grow with the recording; compare with the float32 size of the

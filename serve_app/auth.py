@@ -1,5 +1,6 @@
-"""Optional API keys. With none configured the service is open; with keys, every /v1 route
-needs one and each job belongs to the key that created it."""
+"""API keys. With keys, every /v1 route needs one and each job belongs to the key that
+created it. Without keys the API is open, which serve_app/exposure.py allows only on a
+loopback bind (or by the operator's explicit allow_unauthenticated)."""
 
 from __future__ import annotations
 

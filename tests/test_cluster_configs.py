@@ -33,6 +33,7 @@ DEPLOYMENT_SOURCES = {
     "Ingress": REPO / "serve_app" / "app.py",
     "Transcriber": REPO / "deployments" / "transcriber.py",
     "Diarizer": REPO / "deployments" / "diarizer.py",
+    "JobManager": REPO / "jobs" / "manager.py",
 }
 REDIS_PORT = 6379
 
@@ -176,6 +177,8 @@ def test_cluster_head_points_at_external_redis_and_deploys_gpu_config(
     assert (REPO / config).is_file()
     example = REPO / "deploy" / "cluster.env.example"
     assert re.search(r"^REDIS_URL=", example.read_text(), re.M), "document REDIS_URL"
+    # serve_config.gpu.yaml binds 0.0.0.0: without keys the app would refuse to start.
+    assert re.search(r"^SPEECH_API_KEYS=", example.read_text(), re.M), "document API keys"
 
 
 # --- Serve configs --------------------------------------------------------------------
@@ -293,6 +296,12 @@ def test_rayservice_serve_config_matches_gpu_config(rayservice: dict[str, Any]) 
     ServeDeploySchema.model_validate(serve_v2)
     assert set(serve_v2) == {"applications"}
     assert serve_v2["applications"] == load_yaml(SERVE_GPU)["applications"]
+
+
+def test_rayservice_supplies_api_keys(rayservice: dict[str, Any]) -> None:
+    """The RayService exposes 0.0.0.0, so every Ray container must get SPEECH_API_KEYS."""
+    text = RAYSERVICE.read_text()
+    assert "name: SPEECH_API_KEYS" in text and "speech-api-keys" in text
 
 
 def test_rayservice_groups(rayservice: dict[str, Any]) -> None:

@@ -180,6 +180,12 @@ def test_a_failed_segment_stops_the_rest_of_the_job(http, app_settings, tmp_path
     dispatched = {k.rsplit(":", 1)[0] for k in calls(app_settings, job_id)}
     # The in-flight window (6) past the bad segment at most, not the whole file.
     assert len(dispatched) <= 3 + app_settings.max_inflight_segments + 1 < total, dispatched
+    # item 4: on the OpenAI path the same input is the caller's error, said in one line.
+    with path.open("rb") as fh:
+        r = http.post("/v1/audio/transcriptions", files={"file": fh})
+    assert r.status_code == 422, r.text
+    message = r.json()["error"]["message"]
+    assert "non-finite" in message and "\n" not in message and "Traceback" not in message
 
 
 # -- item 10: language is checked against the model ---------------------------------------
