@@ -18,7 +18,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments.diarizer import Diarizer
 from deployments.transcriber import Transcriber
 from serve_app import routes_jobs, routes_openai
-from serve_app.errors import RETRY_AFTER_S, ApiError, install_error_handlers
+from serve_app.errors import install_error_handlers, retry_later
 from serve_app.exposure import check_exposure, serve_http_host
 from serve_app.services import Services, get_services, install
 from serve_app.settings import Settings
@@ -53,12 +53,7 @@ async def healthz(services: Annotated[Services, Depends(get_services)]) -> dict:
         )
     except Exception as exc:
         log.warning("health check failed", exc_info=exc)
-        raise ApiError(
-            503,
-            "not_ready",
-            f"not ready ({type(exc).__name__})",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        ) from exc
+        raise retry_later(503, "not_ready", f"not ready ({type(exc).__name__})") from exc
     return {
         "status": "ok",
         "transcriber": t_info["model"],

@@ -11,6 +11,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 
+RETRY_AFTER_S = 5  # a Redis restart or a replica replacement takes seconds
+
 
 class ApiError(Exception):
     def __init__(
@@ -18,6 +20,11 @@ class ApiError(Exception):
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def retry_later(status: int, code: str, message: str, after_s: int = RETRY_AFTER_S) -> ApiError:
+    """A refusal the caller should simply repeat (429/503), with when to do so."""
+    return ApiError(status, code, message, headers={"Retry-After": str(after_s)})
 
 
 def error_body(code: str, message: str) -> dict:
@@ -31,9 +38,6 @@ def _validation_message(exc: RequestValidationError) -> str:
         name = ".".join(loc) or "request"
         parts.append(f"{name}: {err.get('msg', 'invalid value')}")
     return "; ".join(parts) or "invalid request"
-
-
-RETRY_AFTER_S = 5
 
 
 def classify(exc: BaseException) -> tuple[int, str, str] | None:

@@ -18,7 +18,7 @@ from jobs.records import JobOptions, JobRecord, JobStatus
 from jobs.store import QueueFull
 from jobs.webhooks import WebhookRefused, check_url
 from serve_app.auth import Caller
-from serve_app.errors import ApiError
+from serve_app.errors import ApiError, retry_later
 from serve_app.http_models import ErrorBody, JobList, JobSnapshot, snapshot
 from serve_app.services import Services, get_services
 
@@ -28,7 +28,7 @@ router = APIRouter(tags=["jobs"], responses=ERRORS)
 JobId = Annotated[str, Path(description="Job id (a UUID)", min_length=1, max_length=64)]
 ServicesDep = Annotated[Services, Depends(get_services)]
 KEEPALIVE_S = 15
-RETRY_AFTER_S = 15
+QUEUE_RETRY_AFTER_S = 15  # a full queue drains at the pace of jobs, not of restarts
 
 
 def parse_job_id(job_id: str) -> str:
@@ -116,11 +116,11 @@ async def create_job(
         stored = await services.store.create(record, max_active=settings.max_active_jobs)
     except QueueFull:
         await asyncio.to_thread(storage.delete, job_id)
-        raise ApiError(
+        raise retry_later(
             429,
             "too_many_jobs",
             f"{settings.max_active_jobs} jobs are queued or running; retry later",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
+            after_s=QUEUE_RETRY_AFTER_S,
         ) from None
     except AudioDecodeError as exc:
         await asyncio.to_thread(storage.delete, job_id)

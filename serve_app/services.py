@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import Request
 
-from serve_app.errors import ApiError
+from serve_app.errors import retry_later
 from serve_app.settings import Settings
 
 
@@ -58,7 +58,5 @@ def upload_limit_bytes(app: object) -> int | None:
 def get_services(request: Request) -> Services:
     services = getattr(request.app.state, "services", None) or _installed
     if services is None:
-        raise ApiError(
-            503, "not_ready", "the service is starting; retry shortly", headers={"Retry-After": "5"}
-        )
+        raise retry_later(503, "not_ready", "the service is starting; retry shortly")
     return services

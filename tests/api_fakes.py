@@ -102,3 +102,23 @@ class _AsyncMethod:
 
 def prefix() -> str:
     return f"api{uuid.uuid4().hex[:8]}:"
+
+
+def fake_services(redis_server, tmp_path, **overrides):
+    """Services for the in-process app: real Redis and storage, fake replicas and manager."""
+    from jobs.storage import AudioStorage
+    from serve_app.services import Services
+    from serve_app.settings import Settings
+
+    settings = Settings(
+        data_dir=tmp_path, redis_url=redis_server.url, max_upload_mb=2.0, **overrides
+    )
+    store = JobStore(redis_server.url, prefix=prefix())
+    return Services(
+        settings=settings,
+        transcriber=FakeTranscriber(),
+        diarizer=FakeDiarizer(),
+        store=store,
+        storage=AudioStorage(tmp_path / "uploads"),
+        manager=FakeManager(store),
+    )

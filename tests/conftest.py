@@ -173,3 +173,19 @@ def serve_url(ray_cluster, app_settings) -> Iterator[str]:
 def http(serve_url) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=serve_url, timeout=120) as client:
         yield client
+
+
+@pytest.fixture()
+async def client(redis_server, tmp_path):
+    """The real FastAPI app in process, with fake replicas and manager (tests/api_fakes.py)."""
+    from serve_app.app import api
+    from tests.api_fakes import fake_services
+
+    api.state.services = services = fake_services(redis_server, tmp_path)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=api), base_url="http://api"
+    ) as c:
+        c.services = services
+        yield c
+    api.state.services = None
+    await services.store.close()

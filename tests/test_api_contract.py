@@ -14,42 +14,11 @@ from pydantic import SecretStr
 from deployments.schemas import SpeakerTurn
 from jobs.records import JobStatus
 from jobs.stitch import JobResult, StitchedSegment, StitchedWord
-from jobs.storage import AudioStorage
-from jobs.store import JobStore
 from serve_app.app import api
-from serve_app.services import Services
-from serve_app.settings import Settings
-from tests.api_fakes import FakeDiarizer, FakeManager, FakeTranscriber, prefix
+from tests.api_fakes import fake_services
 from tests.conftest import JFK
 
 WAV_JFK = JFK.read_bytes()
-
-
-def _services(redis_server, tmp_path, **overrides) -> Services:
-    settings = Settings(
-        data_dir=tmp_path, redis_url=redis_server.url, max_upload_mb=2.0, **overrides
-    )
-    store = JobStore(redis_server.url, prefix=prefix())
-    return Services(
-        settings=settings,
-        transcriber=FakeTranscriber(),
-        diarizer=FakeDiarizer(),
-        store=store,
-        storage=AudioStorage(tmp_path / "uploads"),
-        manager=FakeManager(store),
-    )
-
-
-@pytest.fixture()
-async def client(redis_server, tmp_path):
-    api.state.services = services = _services(redis_server, tmp_path)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=api), base_url="http://api"
-    ) as c:
-        c.services = services
-        yield c
-    api.state.services = None
-    await services.store.close()
 
 
 async def _submit(client, content=WAV_JFK, headers=None, **form) -> httpx.Response:
@@ -231,7 +200,9 @@ async def test_openai_endpoint_formats_and_bad_values(client):
 
 
 async def test_api_keys_scope_jobs_to_their_key(redis_server, tmp_path):
-    services = _services(redis_server, tmp_path, api_keys=[SecretStr("key-a"), SecretStr("key-b")])
+    services = fake_services(
+        redis_server, tmp_path, api_keys=[SecretStr("key-a"), SecretStr("key-b")]
+    )
     api.state.services = services
     transport = httpx.ASGITransport(app=api)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
@@ -268,7 +239,7 @@ async def test_openapi_document_lists_every_route(client):
 
 
 async def test_full_queue_gets_429_with_retry_after_and_stores_nothing(redis_server, tmp_path):
-    api.state.services = services = _services(redis_server, tmp_path, max_active_jobs=2)
+    api.state.services = services = fake_services(redis_server, tmp_path, max_active_jobs=2)
     try:
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=api), base_url="http://api"

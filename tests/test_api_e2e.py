@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import ClassVar
 
 import pytest
 import schemathesis
@@ -15,8 +11,9 @@ from hypothesis import HealthCheck, settings
 
 from jobs.webhooks import SIGNATURE_HEADER, verify
 from serve_app.app import api
-from tests.conftest import JFK, JFK_TEXT, WEBHOOK_HOST, pyannote_sample_dir, wer
+from tests.conftest import JFK, JFK_TEXT, pyannote_sample_dir, wer
 from tests.jobclient import redis_client, submit, wait_done
+from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.ray, pytest.mark.models]
 
@@ -69,44 +66,17 @@ def test_openai_client_diarized_json_on_a_two_speaker_call(openai_client):
     assert result.text and all(seg.end >= seg.start for seg in result.segments)
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: ClassVar[list[tuple[dict, bytes]]] = []
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        _Receiver.received.append((dict(self.headers), body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((WEBHOOK_HOST, 0))
-        return s.getsockname()[1]
-
-
 def test_webhook_is_signed_and_retried_while_the_receiver_is_down(http, app_settings, tmp_path):
     from tests.synth import meeting, write_wav
 
-    port = _free_port()
+    receiver = WebhookReceiver()  # not listening yet: the first deliveries fail
     path = write_wav(meeting(4, seed=5).audio, tmp_path / "short.wav")
-    job_id = submit(http, path, diarize=False, webhook_url=f"http://{WEBHOOK_HOST}:{port}/hook")
+    job_id = submit(http, path, diarize=False, webhook_url=receiver.url)
     assert wait_done(http, job_id)["status"] == "completed"
-    time.sleep(0.5)  # the receiver is down for the first deliveries
-    _Receiver.received = []
-    server = HTTPServer((WEBHOOK_HOST, port), _Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        deadline = time.monotonic() + 30
-        while not _Receiver.received and time.monotonic() < deadline:
-            time.sleep(0.2)
-    finally:
-        server.shutdown()
-    assert _Receiver.received, "webhook never delivered"
-    headers, body = _Receiver.received[0]
+    time.sleep(0.5)
+    with receiver:
+        assert receiver.wait(lambda got: got, 30), "webhook never delivered"
+    headers, body = receiver.received[0]
     secret = app_settings.webhook_secret.get_secret_value()
     assert verify(secret, headers[SIGNATURE_HEADER], body)
     assert not verify("another-secret", headers[SIGNATURE_HEADER], body)

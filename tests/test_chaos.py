@@ -11,35 +11,19 @@ import json
 import random
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import ClassVar
 
 import httpx
 import pytest
 
-from tests.conftest import WEBHOOK_HOST, normalize_text
+from tests.conftest import normalize_text
 from tests.jobclient import TERMINAL, checkpoints, kill_replica, redis_client, result, wait_done
 from tests.realvoices import cached_meeting
+from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.ray, pytest.mark.models]
 
 JOBS = 20
 KILLS = ["Transcriber", "Diarizer", "JobManager", "redis"] * 2
-
-
-class _Hooks(BaseHTTPRequestHandler):
-    got: ClassVar[list[dict]] = []
-    lock = threading.Lock()
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with _Hooks.lock:
-            _Hooks.got.append(body)
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
 
 
 def _post(url: str, path, form: dict) -> str:
@@ -71,10 +55,8 @@ def test_every_job_completes_exactly_once_while_parts_are_killed(
     for seed in range(4):
         rec = cached_meeting(["en_allison", "fr_june"], 0.5, seed=300 + seed)
         clips.append(rec.write_wav(tmp_path / f"clip{seed}.wav"))
-    server = HTTPServer((WEBHOOK_HOST, 0), _Hooks)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    hook = f"http://{WEBHOOK_HOST}:{server.server_port}/hook"
-    _Hooks.got = []
+    receiver = WebhookReceiver().start()
+    hook = receiver.url
 
     def form(i: int) -> dict:
         diarize = i % 2 == 0
@@ -89,14 +71,10 @@ def test_every_job_completes_exactly_once_while_parts_are_killed(
         reference_ids.add(job_id)
 
     jobs: dict[str, int] = {}
-    submitting = threading.Event()
-    submitting.set()
-
     def submit_all() -> None:
         for i in range(JOBS):
             jobs[_post(serve_url, clips[i % 4], form(i))] = i % 8
             time.sleep(2.0)
-        submitting.clear()
 
     kills: list[str] = []
 
@@ -135,12 +113,12 @@ def test_every_job_completes_exactly_once_while_parts_are_killed(
         got, want = _words(result(http, job_id)), _words(reference[ref])
         assert jiwer.wer(want, got) <= 0.1, (job_id, want, got)
 
-    deadline = time.monotonic() + 120
     expected = set(jobs) | reference_ids
-    while {h["id"] for h in _Hooks.got} < expected and time.monotonic() < deadline:
-        time.sleep(0.5)
-    server.shutdown()
-    per_job = {job_id: [h for h in _Hooks.got if h["id"] == job_id] for job_id in expected}
+    receiver.wait(lambda got: {h["id"] for h in got} >= expected, 120)
+    time.sleep(2)  # a repeat would show up here
+    receiver.stop()
+    hooks = receiver.payloads()
+    per_job = {job_id: [h for h in hooks if h["id"] == job_id] for job_id in expected}
     assert all(len(h) == 1 for h in per_job.values()), {
         k: len(v) for k, v in per_job.items() if len(v) != 1
     }

@@ -8,11 +8,8 @@ manager meet it.
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import HTTPServer
 from pathlib import Path
 
 import httpx
@@ -24,7 +21,7 @@ from deployments.schemas import SAMPLE_RATE, Transcription, TranscriptSegment, W
 from jobs.records import JobOptions, JobRecord
 from jobs.storage import AudioStorage
 from jobs.store import JobStore
-from tests.conftest import JFK, JFK_TEXT, WEBHOOK_HOST, load_audio, wer
+from tests.conftest import JFK, JFK_TEXT, load_audio, wer
 from tests.jobclient import (
     calls,
     jobs_created,
@@ -36,6 +33,7 @@ from tests.jobclient import (
     wait_done,
 )
 from tests.synth import meeting, write_wav
+from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.ray, pytest.mark.models]
 
@@ -247,23 +245,13 @@ def test_concurrent_submissions_with_one_idempotency_key_make_one_job(
 
 # -- item 3: the webhook event survives a manager restart --------------------------------
 def test_a_pending_webhook_survives_a_manager_restart(http, app_settings, jfk_wav):
-    from tests.test_api_e2e import _free_port, _Receiver
-
-    port = _free_port()
-    url = f"http://{WEBHOOK_HOST}:{port}/hook"
-    job_id = submit(http, jfk_wav, diarize=False, webhook_url=url)
+    receiver = WebhookReceiver()
+    job_id = submit(http, jfk_wav, diarize=False, webhook_url=receiver.url)
     assert wait_done(http, job_id)["status"] == "completed"
     kill_replica("JobManager")  # the receiver is still down: the event waits in Redis
-    _Receiver.received = []
-    server = HTTPServer((WEBHOOK_HOST, port), _Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        deadline = time.monotonic() + 90
-        while not _Receiver.received and time.monotonic() < deadline:
-            time.sleep(0.2)
+    with receiver:
+        assert receiver.wait(lambda got: got, 90), "the event was lost"
         time.sleep(2)  # a repeat would show up here
-    finally:
-        server.shutdown()
-    assert len(_Receiver.received) == 1, "the event was lost or sent twice"
-    payload = json.loads(_Receiver.received[0][1])
+    assert len(receiver.received) == 1, "the event was sent twice"
+    (payload,) = receiver.payloads()
     assert payload["id"] == job_id and payload["event"] == "job.completed"

@@ -13,7 +13,6 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-import httpx
 import numpy as np
 import pytest
 import redis
@@ -21,11 +20,9 @@ import yaml
 
 from jobs.records import JobRecord, JobStatus
 from jobs.webhooks import WebhookRefused, check_url, post_once, resolve_checked
-from serve_app.app import api
 from serve_app.exposure import ExposedWithoutKeys, check_exposure
 from serve_app.settings import Settings
 from tests.conftest import REPO, WEBHOOK_HOST
-from tests.test_api_contract import _services
 
 
 # -- item 1: open by default ------------------------------------------------------------
@@ -120,16 +117,6 @@ async def test_redirects_are_never_followed():
 
 
 # -- item 13: listing pages by the filtered list; expired ids leave the index -------------
-@pytest.fixture()
-async def client(redis_server, tmp_path):
-    api.state.services = services = _services(redis_server, tmp_path)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=api), base_url="http://api"
-    ) as c:
-        c.services = services
-        yield c
-    api.state.services = None
-    await services.store.close()
 
 
 async def test_status_filtered_listing_pages_neither_skip_nor_repeat(client):

@@ -15,17 +15,15 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from deployments.schemas import SAMPLE_RATE
 from jobs.storage import AudioStorage
-from serve_app.app import api
 from serve_app.settings import Settings
 from tests.conftest import JFK, JFK_TEXT, REPO, TEST_MAX_UPLOAD_MB, load_audio, wer
 from tests.media import encode_audio
-from tests.test_api_contract import WAV_JFK, _complete, _services
+from tests.test_api_contract import WAV_JFK, _complete
 
 ENDPOINTS = ["/v1/jobs", "/v1/audio/transcriptions"]
 BOUNDARY = "limits-boundary"
@@ -52,18 +50,6 @@ async def _async(chunks):
 
 
 MULTIPART = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
-
-
-@pytest.fixture()
-async def client(redis_server, tmp_path):
-    api.state.services = services = _services(redis_server, tmp_path)  # max_upload_mb=2
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=api), base_url="http://api"
-    ) as c:
-        c.services = services
-        yield c
-    api.state.services = None
-    await services.store.close()
 
 
 # -- uploads: a chunked body over max_upload_mb is 413, like one with a Content-Length -----

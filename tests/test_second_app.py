@@ -9,10 +9,8 @@ queue (429 + Retry-After under real concurrency, every refused submission retrie
 from __future__ import annotations
 
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import HTTPServer
 from pathlib import Path
 
 import httpx
@@ -21,9 +19,10 @@ from pydantic import SecretStr
 
 from jobs.webhooks import SIGNATURE_HEADER, verify
 from serve_app.app import build_app, manager_config
-from tests.conftest import JFK, JFK_TEXT, TEST_HTTP_PORT, WEBHOOK_HOST, load_audio, wer
+from tests.conftest import JFK, JFK_TEXT, TEST_HTTP_PORT, load_audio, wer
 from tests.jobclient import TERMINAL, manager, replica_actors
 from tests.synth import write_wav
+from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.ray, pytest.mark.models]
 
@@ -125,26 +124,15 @@ def test_keys_are_required_and_each_key_sees_only_its_jobs(keyed, clip, http):
 
 
 def test_webhooks_are_signed_with_a_per_job_secret_returned_at_submit(keyed, clip):
-    from tests.test_api_e2e import _free_port, _Receiver
-
     url, _ = keyed
-    port = _free_port()
-    _Receiver.received = []
-    server = HTTPServer((WEBHOOK_HOST, port), _Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with _client(url, ALPHA) as alpha:
-            r = _submit(alpha, clip, webhook_url=f"http://{WEBHOOK_HOST}:{port}/h")
-            secret, job_id = r.json()["webhook_secret"], r.json()["id"]
-            assert secret and secret.startswith("whsec_")
-            assert alpha.get(f"/v1/jobs/{job_id}").json().get("webhook_secret") is None
-            assert _wait(alpha, job_id)["status"] == "completed"
-        deadline = time.monotonic() + 30
-        while not _Receiver.received and time.monotonic() < deadline:
-            time.sleep(0.2)
-    finally:
-        server.shutdown()
-    headers, body = _Receiver.received[0]
+    with WebhookReceiver() as receiver, _client(url, ALPHA) as alpha:
+        r = _submit(alpha, clip, webhook_url=receiver.url)
+        secret, job_id = r.json()["webhook_secret"], r.json()["id"]
+        assert secret and secret.startswith("whsec_")
+        assert alpha.get(f"/v1/jobs/{job_id}").json().get("webhook_secret") is None
+        assert _wait(alpha, job_id)["status"] == "completed"
+        assert receiver.wait(lambda got: got, 30), "webhook never delivered"
+    headers, body = receiver.received[0]
     assert verify(secret, headers[SIGNATURE_HEADER], body)
     assert json.loads(body)["id"] == job_id
 
