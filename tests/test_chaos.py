@@ -71,6 +71,7 @@ def test_every_job_completes_exactly_once_while_parts_are_killed(
         reference_ids.add(job_id)
 
     jobs: dict[str, int] = {}
+
     def submit_all() -> None:
         for i in range(JOBS):
             jobs[_post(serve_url, clips[i % 4], form(i))] = i % 8
