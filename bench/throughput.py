@@ -1,45 +1,54 @@
-"""Throughput on long recordings: the cluster end to end vs faster-whisper in-process.
+"""Throughput on long real speech: the service as users run it vs faster-whisper in-process.
 
-    .venv/bin/python bench/throughput.py --minutes 5 20 60 [--diarize] [--json PATH]
+    .venv/bin/python bench/throughput.py --minutes 5 20 60 [--runs 3] [--diarize] [--json PATH]
 
-For each length, a synthetic three-voice meeting (tests.synth) is transcribed by
+For each length, real speech (Debian's Allison prompts, bench.common.real_speech) is
+transcribed by, side by side in one run, on the same cores and model:
 - faster-whisper `WhisperModel.transcribe(vad_filter=True)`, sequential, in this process;
 - faster-whisper `BatchedInferencePipeline.transcribe(batch_size=8)` (VAD on), in process;
-- the cluster through HTTP: POST /v1/jobs, GET /v1/jobs/{id} until completed.
-Same model, same machine, same run; word timestamps on everywhere (the job default). The
-baselines run before Ray starts so an idle cluster does not share their cores. RT factor =
-audio seconds / wall seconds; the last column is the cluster's RT factor over each row's.
+- the compute floor: the time CTranslate2's encode, generate and align calls alone take on
+  the same speech windows (VAD run beforehand, untimed; no I/O; features untimed too);
+- the service deployed from serve_config.yaml (its deployments, replicas and autoscaling as
+  a user gets them with `serve run serve_config.yaml`), through POST /v1/jobs.
+Each system runs `--runs` times per length; tables give the median wall time, its spread
+(min-max), the realtime factor of the median, WER against the prompts' transcripts, the
+median as a multiple of the compute floor, and the service's RT factor over each row's.
+Word timestamps are on everywhere (the job default). Baselines run before Ray starts, so an
+idle cluster does not share their cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import yaml
 
 from bench.cluster import Cluster
 from bench.common import (
     add_common_args,
     bench_settings,
     build_recording,
-    clip,
-    deployment_options,
     load_whisper,
     log,
     make_parser,
-    ratio,
     ray_cpus,
+    real_speech,
     table,
-    timed,
     workspace,
     write_json,
 )
 from deployments.schemas import SAMPLE_RATE
-from tests.conftest import load_audio
+from tests.conftest import load_audio, wer
 from tests.synth import write_wav
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,84 +56,181 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--minutes", type=float, nargs="+", default=[5.0], help="recording lengths (minutes)"
     )
-    parser.add_argument("--diarize", action="store_true", help="cluster jobs also diarize")
-    parser.add_argument("--segment-s", type=float, default=30.0, help="job segment length")
+    parser.add_argument("--runs", type=int, default=3, help="runs per system and length")
+    parser.add_argument("--diarize", action="store_true", help="service jobs also diarize")
     parser.add_argument("--batch-size", type=int, default=8, help="batched baseline's batch")
     parser.add_argument(
-        "--transcribers",
-        type=int,
-        default=2,
-        help="Transcriber replicas (1 thread each); serve_config.yaml scales to 2 on CPU",
+        "--config", type=Path, default=REPO / "serve_config.yaml", help="Serve config deployed"
+    )
+    parser.add_argument(
+        "--synthetic", action="store_true", help="espeak meetings instead of real speech"
     )
     add_common_args(parser)
     return parser.parse_args()
 
 
-def run_baselines(model, audios: list, args: argparse.Namespace) -> list[list]:
-    """Per recording: (system, wall seconds, words) of both in-process baselines."""
+class _TimedCT2:
+    """Forwards to the CTranslate2 model and adds up the seconds its compute calls take."""
+
+    CALLS = ("encode", "generate", "align", "detect_language")
+
+    def __init__(self, model) -> None:
+        self._model, self.seconds = model, 0.0
+
+    def __getattr__(self, name):
+        attr = getattr(self._model, name)
+        if name not in self.CALLS:
+            return attr
+
+        def timed_call(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t0
+
+        return timed_call
+
+
+def run_baselines(model, audios: list, args: argparse.Namespace) -> list[dict]:
+    """Per recording: {system: [(wall s, text), ...]} for the in-process systems."""
     from faster_whisper import BatchedInferencePipeline
 
+    from deployments.whisper_batch import speech_windows
+
     batched = BatchedInferencePipeline(model)
-    opts = {"language": args.language, "word_timestamps": True, "vad_filter": True}
+    opts = {"language": args.language, "word_timestamps": True}
+
+    def text(segments) -> str:
+        return " ".join(s.text for s in segments)  # decoding happens while iterating
 
     def sequential(x):
-        segments, _ = model.transcribe(x, **opts)
-        return sum(len(s.words or []) for s in segments)  # decoding happens while iterating
+        t0 = time.perf_counter()
+        out = text(model.transcribe(x, vad_filter=True, **opts)[0])
+        return time.perf_counter() - t0, out
 
     def pipeline(x):
-        segments, _ = batched.transcribe(x, batch_size=args.batch_size, **opts)
-        return sum(len(s.words or []) for s in segments)
+        t0 = time.perf_counter()
+        out = text(batched.transcribe(x, batch_size=args.batch_size, vad_filter=True, **opts)[0])
+        return time.perf_counter() - t0, out
 
-    systems = (
-        ("faster-whisper sequential", sequential),
-        (f"faster-whisper batched (bs={args.batch_size})", pipeline),
-    )
-    for _, fn in systems:
-        fn(clip(10))  # warm-up
+    def floor(x):
+        clips = [
+            {"start": s / SAMPLE_RATE, "end": e / SAMPLE_RATE} for s, e in speech_windows(x, True)
+        ]
+        timer, real = _TimedCT2(model.model), model.model
+        model.model = timer
+        try:
+            segments, _ = batched.transcribe(
+                x,
+                clip_timestamps=clips,
+                vad_filter=False,
+                batch_size=args.batch_size,
+                without_timestamps=True,
+                **opts,
+            )
+            out = text(segments)
+        finally:
+            model.model = real
+        return timer.seconds, out
+
+    systems = {
+        "faster-whisper sequential": sequential,
+        f"faster-whisper batched (bs={args.batch_size})": pipeline,
+        "compute floor (CTranslate2 only)": floor,
+    }
+    warm = load_audio_clip()
+    for fn in systems.values():
+        fn(warm)
     out = []
     for audio in audios:
-        out.append([])
-        for name, fn in systems:
-            words, wall = timed(lambda fn=fn, audio=audio: fn(audio))
-            log(f"{len(audio) / SAMPLE_RATE:.0f} s, {name}: {wall:.1f} s, {words} words")
-            out[-1].append((name, wall, words))
+        runs: dict[str, list] = {name: [] for name in systems}
+        for run in range(args.runs):
+            for name, fn in systems.items():
+                wall, hyp = fn(audio)
+                runs[name].append((wall, hyp))
+                log(f"{len(audio) / SAMPLE_RATE:.0f} s, run {run + 1}, {name}: {wall:.1f} s")
+        out.append(runs)
     return out
+
+
+def load_audio_clip():
+    return real_speech(0.5, seed=99).audio
+
+
+def config_options(path: Path) -> dict[str, dict]:
+    """Deployment options of the config's application, keyed by deployment name."""
+    (app,) = yaml.safe_load(path.read_text())["applications"]
+    return {d.pop("name"): d for d in app.get("deployments", [])}
 
 
 def main() -> int:
     args = parse_args()
     rows: list[list] = []
+    build = build_recording if args.synthetic else real_speech
     with workspace() as tmp:
         settings = bench_settings(tmp / "data", args)
+        recs = [build(m) for m in args.minutes]
         paths = [
-            write_wav(build_recording(m).audio, tmp / f"meeting-{m:g}.wav") for m in args.minutes
+            write_wav(r.audio, tmp / f"speech-{m:g}.wav")
+            for r, m in zip(recs, args.minutes, strict=True)
         ]
-        audios = [load_audio(path) for path in paths]  # what the cluster will decode too
+        references = [r.text for r in recs]
+        del recs
+        audios = [load_audio(path) for path in paths]  # what the service will decode too
         durations = [len(audio) / SAMPLE_RATE for audio in audios]
         baselines = run_baselines(load_whisper(settings, args.threads), audios, args)
         del audios
         gc.collect()  # the baseline model and audio go before the cluster starts
-        recordings = zip(args.minutes, paths, durations, baselines, strict=True)
-        cluster_name = "cluster HTTP" + (" + diarization" if args.diarize else "")
-        with Cluster(settings, args.port, ray_cpus(args, args.transcribers + 1)) as cluster:
-            cluster.deploy(**deployment_options(args, args.transcribers))
+        options = config_options(args.config)
+        service = f"service ({args.config.name})" + (" + diarization" if args.diarize else "")
+        with Cluster(settings, args.port, ray_cpus(args)) as cluster:
+            cluster.deploy(transcriber=options.get("Transcriber"), diarizer=options.get("Diarizer"))
             cluster.warm_up(tmp)
-            for minutes, path, duration, base in recordings:
-                run = cluster.run_job(
-                    path, diarize=args.diarize, language=args.language, segment_s=args.segment_s
+            for path, base in zip(paths, baselines, strict=True):
+                base[service] = []
+                for run in range(args.runs):
+                    job = cluster.run_job(path, diarize=args.diarize, language=args.language)
+                    if job.status != "completed":
+                        raise RuntimeError(f"job {job.status}: {job.snapshot.get('error')}")
+                    hyp = " ".join(s["text"] for s in job.result["segments"])
+                    base[service].append((job.wall_s, hyp))
+                    log(f"{path.name}, run {run + 1}, {service}: {job.wall_s:.1f} s")
+        for minutes, duration, ref, runs in zip(
+            args.minutes, durations, references, baselines, strict=True
+        ):
+            medians = {name: statistics.median(w for w, _ in r) for name, r in runs.items()}
+            floor = medians["compute floor (CTranslate2 only)"]
+            for name, r in runs.items():
+                walls = [w for w, _ in r]
+                rows.append(
+                    [
+                        f"{minutes:g}",
+                        round(duration),
+                        name,
+                        medians[name],
+                        f"{min(walls):.1f}-{max(walls):.1f}",
+                        duration / medians[name],
+                        statistics.median(wer(ref, hyp) for _, hyp in r),
+                        medians[name] / floor,
+                        medians[name] / medians[service],
+                    ]
                 )
-                if run.status != "completed":
-                    log(f"job {run.status}: {run.snapshot.get('error')}")
-                words = sum(len(s["words"]) for s in run.result.get("segments", []))
-                rt_cluster = duration / run.wall_s if run.status == "completed" else None
-                for name, wall, n in [*base, (cluster_name, run.wall_s, words)]:
-                    rt = duration / wall
-                    cells = [name, wall, n, rt, ratio(rt_cluster, rt)]
-                    rows.append([f"{minutes:g}", round(duration), *cells])
-    headers = ["audio min", "audio s", "system", "wall s", "words", "RT factor", "cluster ÷ this"]
+    headers = [
+        "audio min",
+        "audio s",
+        "system",
+        "wall s (median)",
+        "spread",
+        "RT factor",
+        "WER",
+        "× floor",
+        "service ÷ this (speed)",
+    ]
+    source = "synthetic espeak" if args.synthetic else "real speech (Allison prompts)"
     title = (
-        f"Throughput ({settings.whisper_model}, {args.threads} baseline threads, "
-        f"{args.transcribers} transcriber replicas)"
+        f"Throughput on {source} ({settings.whisper_model}, {args.threads} baseline threads, "
+        f"median of {args.runs} runs)"
     )
     write_json(args.json, args, [table(title, headers, rows)])
     return 0
