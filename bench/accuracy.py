@@ -4,6 +4,7 @@ speaker-count hints.
     .venv/bin/python bench/accuracy.py                      # the cluster, default settings
     .venv/bin/python bench/accuracy.py --long               # + 60 min of held-out voices
     .venv/bin/python bench/accuracy.py --engine in-process --tune --param threshold=0.45
+    .venv/bin/python bench/accuracy.py --step 0.2           # the faster, opt-in diarizer step
 
 Sets (tests/realsets.py): AMI trn00-04 (tune) and trn05-09 (held out); the pyannote call;
 20 min meetings of real studio voices, tune voices and held-out voices (tests/realvoices.py,
@@ -99,7 +100,13 @@ class InProcess:
             fields[name] = float(value)
         self.params = ClusterParams(**fields)
         self.diarizer = load_diarizer(
-            "bundled", settings.resolved_models_dir, False, None, "cpu", args.threads
+            "bundled",
+            settings.resolved_models_dir,
+            False,
+            None,
+            "cpu",
+            args.threads,
+            settings.diarization_step,
         )
         self.diarizer.params = self.params
 
@@ -179,6 +186,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--param", action="append", default=[], help="in-process: ClusterParams NAME=VALUE"
     )
+    parser.add_argument(
+        "--step",
+        type=float,
+        help="diarization_step: segmentation hop as a fraction of its 10 s window (unset: 0.1)",
+    )
     add_common_args(parser)
     return parser.parse_args()
 
@@ -199,6 +211,8 @@ def main() -> int:
     ]
     with workspace() as tmp:
         settings = bench_settings(tmp / "data", args)
+        if args.step:
+            settings = settings.model_copy(update={"diarization_step": args.step})
         all_sets = sets(args, tmp)
         if args.engine == "in-process":
             rows = evaluate(InProcess(settings, args), all_sets)
