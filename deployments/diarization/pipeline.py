@@ -24,7 +24,9 @@ from deployments.diarization.embedding import SpeakerEmbedder
 from deployments.diarization.segmentation import LocalSegmentation, Segmenter
 from deployments.schemas import SAMPLE_RATE, Diarization, DiarizeOptions, SpeakerTrack, SpeakerTurn
 
-SEGMENTATION_STEP = 0.1  # window hop as a fraction of the 10 s window (pyannote 3.1's)
+SEGMENTATION_STEP = 0.2  # window hop as a fraction of the 10 s window (0.1 is pyannote 3.1's)
+# 0.2 halves segmentation, 62 % of the diarizer's time; on real speech DER moved by -0.002 to
+# +0.017 against 0.1 and speaker counts did not change (docs/BENCHMARKS.md section 0b).
 MIN_AUDIO_SECONDS = 0.25
 MIN_EMBED_S = 0.4  # shorter pieces are embedded from the audio around them
 
