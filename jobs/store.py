@@ -31,7 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs import store_scripts as scripts
-from jobs.records import JobRecord, JobStatus
+from jobs.records import JobRecord
 
 EVENTS_MAXLEN = 2000
 
@@ -215,22 +215,18 @@ class JobStore:
     async def checkpoints(self, job_id: str) -> dict[str, str]:
         return await self.redis.hgetall(self._k("job", job_id, "ckpt"))
 
-    async def checkpoint(self, job_id: str, plan_key: str, part: str) -> str | None:
-        return await self.redis.hget(self._k("job", job_id, "ckpt"), f"{plan_key}:{part}")
-
     async def checkpoint_keys(self, job_id: str) -> set[str]:
         return set(await self.redis.hkeys(self._k("job", job_id, "ckpt")))
 
     async def count_call(
         self, job_id: str, plan_key: str, part: str, nonce: str | None = None
-    ) -> int:
-        """Record one model call; returns the calls made so far for this segment and part.
+    ) -> None:
+        """Record one model call (counted by `calls`).
 
         One field per call (not HINCRBY), so a command resent after a lost reply counts once.
         """
         key = self._k("job", job_id, "calls")
         await self.redis.hset(key, f"{plan_key}:{part}#{nonce or uuid.uuid4().hex}", "1")
-        return (await self.calls(job_id)).get(f"{plan_key}:{part}", 0)
 
     async def calls(self, job_id: str) -> dict[str, int]:
         fields = await self.redis.hkeys(self._k("job", job_id, "calls"))
@@ -253,17 +249,6 @@ class JobStore:
             for event_id, fields in entries:
                 yield event_id, json.loads(fields["data"])
 
-    async def webhook_report(self, job_id: str) -> dict | None:
-        """The job's webhook delivery state (see jobs/outbox.py), without its secret."""
-        raw = await self.redis.get(self._k("job", job_id, "webhook"))
-        if not raw:
-            return None
-        entry = json.loads(raw)
-        return {k: v for k, v in entry.items() if k not in ("secret", "payload")}
-
-    async def active_count(self) -> int:
-        return int(await self.redis.scard(self._k("jobs", "active")))
-
     async def finished_before(self, cutoff: float) -> list[str]:
         return list(await self.redis.zrangebyscore(self._k("jobs", "finished"), 0, cutoff))
 
@@ -283,11 +268,3 @@ class JobStore:
         async for key in self.redis.scan_iter(match=self._k("jobs", "owner", "*"), count=500):
             removed += await self.redis.zremrangebyscore(key, 0, created_before)
         return int(removed)
-
-    async def set_status(
-        self, record: JobRecord, status: JobStatus, stage: str, lease: str | None = None
-    ) -> str:
-        """Move a live job to another live status (terminal ones go through `finish`)."""
-        assert not status.terminal, "terminal transitions go through finish()"
-        record.status, record.stage = status, stage
-        return await self.save(record, lease)
