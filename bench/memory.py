@@ -1,14 +1,16 @@
 """Memory vs recording length: peak RSS of the job manager and of every replica process.
 
-    .venv/bin/python bench/memory.py --minutes 5 20 60 [--no-diarize] [--json PATH]
+    .venv/bin/python bench/memory.py --minutes 5 60 239 [--no-diarize] [--json PATH]
 
 For each length a fresh private cluster is started (so peaks of one size do not carry
-into the next), a synthetic meeting is submitted to POST /v1/jobs, and while it runs the
+into the next), real speech (bench.common.real_speech, repeated past ~1 h) is sent as
+Ogg/Opus, as long recordings usually are, to POST /v1/jobs, and while it runs the
 `ray::ServeReplica:...` processes (the job manager is one) of this cluster are sampled with
 psutil every 0.5 s. RSS includes object-store pages a process touched (shared memory that
-Ray reclaims); USS is the process's private memory. The manager streams audio from disk,
-so its peak should not grow with the recording; compare with the float32 size of the
-audio, shown per size.
+Ray reclaims); USS is the process's private memory. The manager streams audio from disk and
+stitches segment by segment, so its peak should not grow with the recording; compare with
+the float32 size of the audio, shown per size. The last column is each peak over the same
+process's peak at the first length. (`max_job_duration_s` is 4 h, hence 239 min.)
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from bench.common import (
     log,
     make_parser,
     ray_cpus,
+    real_speech,
     table,
     workspace,
     write_json,
 )
 from deployments.schemas import SAMPLE_RATE
+from tests.media import encode_audio
 from tests.synth import write_wav
 
 
@@ -44,15 +48,22 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--no-diarize", action="store_true", help="transcription only")
     parser.add_argument("--interval-s", type=float, default=0.5, help="sampling period")
+    parser.add_argument(
+        "--synthetic", action="store_true", help="espeak meetings (WAV) instead of real speech"
+    )
     add_common_args(parser)
     return parser.parse_args()
 
 
 def measure(minutes: float, tmp: Path, args: argparse.Namespace) -> list[list]:
     """Rows (one per sampled process) for one recording length, on a fresh cluster."""
-    rec = build_recording(minutes)
+    if args.synthetic:
+        rec = build_recording(minutes)
+        path = write_wav(rec.audio, tmp / f"meeting-{minutes:g}.wav")
+    else:
+        rec = real_speech(minutes)
+        path = encode_audio(rec.audio, tmp / f"speech-{minutes:g}.ogg", "libopus")
     duration = len(rec.audio) / SAMPLE_RATE
-    path = write_wav(rec.audio, tmp / f"meeting-{minutes:g}.wav")
     del rec
     settings = bench_settings(tmp / f"data-{minutes:g}", args)
     with Cluster(settings, args.port, ray_cpus(args)) as cluster:
@@ -84,6 +95,10 @@ def main() -> int:
     with workspace() as tmp:
         for minutes in args.minutes:
             rows += measure(minutes, tmp, args)
+    first: dict[str, float] = {}
+    for row in rows:  # peak USS over the first length's, per process kind
+        first.setdefault(row[2], row[6])
+        row.append(row[6] / first[row[2]])
     headers = [
         "audio min",
         "audio MiB (f32)",
@@ -93,6 +108,7 @@ def main() -> int:
         "peak RSS MiB",
         "peak USS MiB",
         "job",
+        "USS vs first length",
     ]
     title = (
         f"Peak memory per process (diarize={not args.no_diarize}, "

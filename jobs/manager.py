@@ -230,7 +230,7 @@ class JobManager:
                 raise TimeoutError
             if await self.store.save(record, self.token) != "ok":  # counted even if we crash
                 return  # finished meanwhile (a cancel won) or another manager owns it
-            result = await asyncio.wait_for(
+            await asyncio.wait_for(
                 self.segments.run(record, self.storage.path(record.id), self.token), remaining
             )
         except LeaseLost:
@@ -259,7 +259,6 @@ class JobManager:
                 "details are in the job manager's log.",
             )
         else:
-            await self.store.save_result(record.id, result.model_dump_json())
             record.percent = 100.0
             await self._finish(record, JobStatus.COMPLETED, "completed")
 

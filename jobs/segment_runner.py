@@ -20,8 +20,8 @@ from deployments.audio import iter_audio_blocks
 from deployments.schemas import Diarization, InputRejected, Transcription
 from jobs import metrics
 from jobs.records import JobRecord, JobStatus
+from jobs.result_writer import stitch_to_store
 from jobs.splitter import NEAR_TARGET_S, SegmentPlan, split_stream
-from jobs.stitch import JobResult, SegmentOutcome, stitch
 from jobs.store import JobStore
 
 if TYPE_CHECKING:
@@ -68,7 +68,8 @@ class SegmentRunner:
             )
         return self._handles[deployment]
 
-    async def run(self, record: JobRecord, audio_path: Path, lease: str | None = None) -> JobResult:
+    async def run(self, record: JobRecord, audio_path: Path, lease: str | None = None) -> None:
+        """Transcribe (and diarize) every segment, then write the stitched result."""
         parts = ["t", "d"] if record.options.diarize else ["t"]
         done_keys = await self.store.checkpoint_keys(record.id)
         expected = max(1, math.ceil((record.duration or 0) / record.options.segment_s))
@@ -124,7 +125,7 @@ class SegmentRunner:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         await progress.set_status(JobStatus.STITCHING, "stitching segments")
-        return await self._stitch(record, plans, parts)
+        await self._stitch(record, plans, parts)
 
     async def _segment(
         self, record: JobRecord, plan: SegmentPlan, ref, todo: list[str], progress: _Progress
@@ -210,20 +211,13 @@ class SegmentRunner:
             f"{where} failed {cfg.segment_max_attempts} times; last error: {last_error}",
         )
 
-    async def _stitch(
-        self, record: JobRecord, plans: list[SegmentPlan], parts: list[str]
-    ) -> JobResult:
+    async def _stitch(self, record: JobRecord, plans: list[SegmentPlan], parts: list[str]) -> None:
         # This run's plans, not whatever an earlier run stored: checkpoints of another
         # split have other keys and are never used.
-        ckpt = await self.store.checkpoints(record.id)
-        outcomes = []
-        for plan in plans:
-            t = Transcription.model_validate_json(ckpt[f"{plan.key}:t"])
-            d = Diarization.model_validate_json(ckpt[f"{plan.key}:d"]) if "d" in parts else None
-            outcomes.append(SegmentOutcome(plan=plan, transcription=t, diarization=d))
+        plans = sorted(plans, key=lambda p: (p.start, p.index))
         duration = max((p.end for p in plans), default=0) / 16000
         diarize = record.options.diarize_options() if "d" in parts else None
-        return await asyncio.to_thread(stitch, outcomes, duration, diarize)
+        await stitch_to_store(self.store, record.id, plans, duration, diarize)
 
 
 async def _first_failure(tasks: list[asyncio.Task]) -> None:

@@ -7,16 +7,107 @@ segments are clustered jointly with the diarizer's own method (deployments.diari
 clustering API), so a recording split into segments is clustered as if it had been diarized
 whole, and one person keeps one label from the first minute to the last.
 
-Memory: the embeddings are a list linear in the number of segments; the quadratic step of the
-clustering is capped (ClusterParams.max_items) and the rest is assigned to centroids.
+Memory: a TrackSet keeps per track only a float32 embedding, its weight and its spans (about
+1 KiB), so it grows linearly in segments; the quadratic step of the clustering is capped
+(ClusterParams.max_items) and the rest is assigned to centroids.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from deployments.diarization.clustering import ClusterParams, cluster, count_bounds
-from deployments.schemas import DiarizeOptions, SpeakerTrack
+from deployments.schemas import Diarization, DiarizeOptions, SpeakerTrack
+
+# (start, end, global cluster id), segment-relative.
+Span = tuple[float, float, int]
+
+
+@dataclass
+class _Segment:
+    speakers: int  # how many speakers the segment's own diarizer found
+    local: list[int]  # per track: the index of its segment-level speaker
+    turns: list[list[tuple[float, float]]]
+    exclusive: list[list[tuple[float, float]]]
+
+
+@dataclass
+class TrackSet:
+    """All segments' speaker tracks, compact, in the order segments are added."""
+
+    segments: list[_Segment] = field(default_factory=list)
+    embeddings: list[np.ndarray] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    pairs: set[tuple[int, int]] = field(default_factory=set)
+
+    def add(self, diarization: Diarization | None) -> None:
+        """Add the next segment's tracks (None: a segment that was not diarized)."""
+        if diarization is None:
+            self.segments.append(_Segment(0, [], [], []))
+            return
+        self.add_tracks(diarization.tracks, diarization.speakers)
+
+    def add_tracks(self, tracks: list[SpeakerTrack], speakers: list[str] | None = None) -> None:
+        base = len(self.weights)
+        index = {t.id: base + i for i, t in enumerate(tracks)}
+        for t in tracks:
+            self.embeddings.append(np.asarray(t.embedding, dtype=np.float32))
+            self.weights.append(t.weight)
+            for j in t.cannot_link:
+                a, b = index[t.id], index[j]
+                self.pairs.add((min(a, b), max(a, b)))
+        names = speakers if speakers is not None else sorted({t.speaker for t in tracks})
+        self.segments.append(
+            _Segment(
+                speakers=len(names),
+                local=[names.index(t.speaker) for t in tracks],
+                turns=[list(t.turns) for t in tracks],
+                exclusive=[list(t.exclusive_turns) for t in tracks],
+            )
+        )
+
+    def labels(self, options: DiarizeOptions | None, params: ClusterParams) -> list[list[int]]:
+        """Per segment, one global cluster id per track (ids 0..k-1, arbitrary order)."""
+        if not self.weights:
+            return [[] for _ in self.segments]
+        opts = options or DiarizeOptions()
+        lo, hi = count_bounds(opts.num_speakers, opts.min_speakers, opts.max_speakers)
+        x = np.stack(self.embeddings)
+        result = cluster(x, np.asarray(self.weights), self.pairs, lo, hi, params)
+        flat = result.labels.tolist()
+        out, base = [], 0
+        for seg in self.segments:
+            out.append(flat[base : base + len(seg.local)])
+            base += len(seg.local)
+        return out
+
+    def spans(
+        self, options: DiarizeOptions | None, params: ClusterParams
+    ) -> tuple[list[list[Span]], list[list[Span]]]:
+        """Per segment, its turns and exclusive turns labelled with global speakers."""
+        speaking = [s for s in self.segments if s.speakers]
+        opts = options or DiarizeOptions()
+        n = speaking[0].speakers if speaking else 0
+        fits = (
+            (opts.num_speakers or opts.min_speakers or 1)
+            <= n
+            <= (opts.num_speakers or opts.max_speakers or n)
+        )
+        if len(speaking) == 1 and fits:
+            # One segment: its own clustering already saw all the context there is.
+            labels = [s.local for s in self.segments]
+        else:
+            labels = self.labels(options, params)
+
+        def label(per_track: list[list[tuple[float, float]]], ids: list[int]) -> list[Span]:
+            pairs = zip(per_track, ids, strict=True)
+            return [(a, b, cid) for spans, cid in pairs for a, b in spans]
+
+        turns = [label(s.turns, ids) for s, ids in zip(self.segments, labels, strict=True)]
+        exclusive = [label(s.exclusive, ids) for s, ids in zip(self.segments, labels, strict=True)]
+        return turns, exclusive
 
 
 def cluster_tracks(
@@ -34,26 +125,7 @@ def cluster_tracks(
     Returns:
         Per segment, one global cluster id per track (ids 0..k-1, arbitrary order).
     """
-    flat = [t for tracks in segments for t in tracks]
-    if not flat:
-        return [[] for _ in segments]
-    x = np.asarray([t.embedding for t in flat], dtype=np.float32)
-    weight = np.asarray([t.weight for t in flat])
-    pairs: set[tuple[int, int]] = set()
-    base = 0
-    for tracks in segments:
-        index = {t.id: base + i for i, t in enumerate(tracks)}
-        for t in tracks:
-            for j in t.cannot_link:
-                a, b = index[t.id], index[j]
-                pairs.add((min(a, b), max(a, b)))
-        base += len(tracks)
-    opts = options or DiarizeOptions()
-    lo, hi = count_bounds(opts.num_speakers, opts.min_speakers, opts.max_speakers)
-    result = cluster(x, weight, pairs, lo, hi, params or ClusterParams())
-    labels = result.labels.tolist()
-    out, base = [], 0
-    for tracks in segments:
-        out.append(labels[base : base + len(tracks)])
-        base += len(tracks)
-    return out
+    tracks = TrackSet()
+    for seg in segments:
+        tracks.add_tracks(seg)
+    return tracks.labels(options, params or ClusterParams())

@@ -4,6 +4,11 @@ Segment-local times become global, local speakers are linked into global ones (s
 speaker_linking: all segments' tracks are clustered jointly), each word gets the speaker of the
 exclusive turn it overlaps most, and words are regrouped into sentence-level segments of
 one speaker.
+
+It works in two passes so a job's words never need to be in memory at once: `link_speakers`
+needs only the speaker tracks (small, linear in segments); then each segment's words are
+attributed and fed, in time order, to a `SentenceBuilder`, whose finished segments can be
+written out as they come (jobs.result_writer). `stitch` runs both passes in memory.
 """
 
 from __future__ import annotations
@@ -11,14 +16,15 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from deployments.diarization.clustering import ClusterParams, count_notes
 from deployments.schemas import Diarization, DiarizeOptions, SpeakerTurn, Transcription
-from jobs.speaker_linking import cluster_tracks
+from jobs.speaker_linking import TrackSet
 from jobs.splitter import SegmentPlan
 
 NEAREST_TURN_S = 1.0  # a word outside every turn takes the nearest one within this
@@ -82,21 +88,24 @@ class _Turn:
     segment: int
 
 
-def _global_words(outcomes: list[SegmentOutcome], sr: int) -> list[StitchedWord]:
+def segment_words(plan: SegmentPlan, transcription: Transcription, sr: int) -> list[StitchedWord]:
+    """One segment's words in global time, sorted, clamped into the segment.
+
+    Clamping keeps words of neighbouring segments from interleaving, so the recording's words
+    in time order are the segments' lists one after another.
+    """
+    t0, t1 = plan.start / sr, plan.end / sr
     words: list[StitchedWord] = []
-    for oc in outcomes:
-        t0, t1 = oc.plan.start / sr, oc.plan.end / sr
-        for seg in oc.transcription.segments:
-            parts = [(w.start, w.end, w.text, w.probability) for w in seg.words]
-            if not parts and seg.text.strip():
-                # Without word timestamps, the segment itself stands in for its words.
-                prob = float(np.clip(np.exp(seg.avg_logprob), 0.0, 1.0))
-                parts = [(seg.start, seg.end, seg.text, prob)]
-            for start, end, text, prob in parts:
-                # Clamp into the segment so words of neighbouring segments cannot interleave.
-                s = round(min(max(t0 + start, t0), t1), 3)
-                e = round(min(max(t0 + end, s), t1), 3)
-                words.append(StitchedWord(start=s, end=e, text=text, probability=prob))
+    for seg in transcription.segments:
+        parts = [(w.start, w.end, w.text, w.probability) for w in seg.words]
+        if not parts and seg.text.strip():
+            # Without word timestamps, the segment itself stands in for its words.
+            prob = float(np.clip(np.exp(seg.avg_logprob), 0.0, 1.0))
+            parts = [(seg.start, seg.end, seg.text, prob)]
+        for start, end, text, prob in parts:
+            s = round(min(max(t0 + start, t0), t1), 3)
+            e = round(min(max(t0 + end, s), t1), 3)
+            words.append(StitchedWord(start=s, end=e, text=text, probability=prob))
     words.sort(key=lambda w: w.start)  # stable: equal starts keep transcript order
     for prev, cur in itertools.pairwise(words):
         if prev.end > cur.start:  # trim the earlier word's tail rather than move a start
@@ -104,44 +113,12 @@ def _global_words(outcomes: list[SegmentOutcome], sr: int) -> list[StitchedWord]
     return words
 
 
-# (start, end, global cluster id), segment-relative.
-_Span = tuple[float, float, int]
-
-
-def _spans_by_tracks(
-    outcomes: list[SegmentOutcome], options: DiarizeOptions | None, params: ClusterParams
-) -> tuple[list[list[_Span]], list[list[_Span]]]:
-    """Turns and exclusive turns labelled by clustering all segments' tracks jointly."""
-    diarized = [oc.diarization for oc in outcomes]
-    tracks = [d.tracks if d is not None else [] for d in diarized]
-    speaking = [d for d in diarized if d is not None and d.speakers]
-    opts = options or DiarizeOptions()
-    n = len(speaking[0].speakers) if speaking else 0
-    fits = (
-        (opts.num_speakers or opts.min_speakers or 1)
-        <= n
-        <= (opts.num_speakers or opts.max_speakers or n)
-    )
-    if len(speaking) == 1 and fits:
-        # One segment: its own clustering already saw all the context there is.
-        labels = [[d.speakers.index(t.speaker) for t in d.tracks] if d else [] for d in diarized]
-    else:
-        labels = cluster_tracks(tracks, options, params)
-    turns = [
-        [(a, b, cid) for t, cid in zip(ts, ids, strict=True) for a, b in t.turns]
-        for ts, ids in zip(tracks, labels, strict=True)
-    ]
-    exclusive = [
-        [(a, b, cid) for t, cid in zip(ts, ids, strict=True) for a, b in t.exclusive_turns]
-        for ts, ids in zip(tracks, labels, strict=True)
-    ]
-    return turns, exclusive
-
-
-def _global_turns(outcomes: list[SegmentOutcome], spans: list[list[_Span]], sr: int) -> list[_Turn]:
+def _global_turns(
+    plans: list[SegmentPlan], spans: list[list[tuple[float, float, int]]], sr: int
+) -> list[_Turn]:
     turns: list[_Turn] = []
-    for k, (oc, local) in enumerate(zip(outcomes, spans, strict=True)):
-        t0, t1 = oc.plan.start / sr, oc.plan.end / sr
+    for k, (plan, local) in enumerate(zip(plans, spans, strict=True)):
+        t0, t1 = plan.start / sr, plan.end / sr
         for start, end, cid in local:
             s, e = min(max(t0 + start, t0), t1), min(max(t0 + end, t0), t1)
             if e > s:
@@ -171,76 +148,136 @@ def _merge_turns(turns: list[_Turn], boundaries: set[float]) -> list[_Turn]:
     return sorted(merged, key=lambda t: (t.start, t.end, t.speaker))
 
 
-def _attribute(words: list[StitchedWord], turns: list[_Turn], names: dict[int, str]) -> None:
-    """Give each word the speaker of the exclusive turn it overlaps most (or the nearest)."""
-    clean: list[_Turn] = []
-    for t in sorted(turns, key=lambda t: (t.start, t.end)):
-        start = max(t.start, clean[-1].end) if clean else t.start
+@dataclass
+class Speakers:
+    """Global speakers of a recording and the turns words are attributed by."""
+
+    names: list[str]  # SPEAKER_00, ... in order of first appearance
+    turns: list[SpeakerTurn]  # merged across segment boundaries (RTTM)
+    notes: list[str]
+    _starts: list[float] = field(default_factory=list)  # clean exclusive turns, by time
+    _ends: list[float] = field(default_factory=list)
+    _who: list[str] = field(default_factory=list)
+
+    def attribute(self, words: list[StitchedWord]) -> None:
+        """Give each word the speaker of the exclusive turn it overlaps most (or the nearest)."""
+        starts, ends, who = self._starts, self._ends, self._who
+        for w in words:
+            j, k = bisect.bisect_right(ends, w.start), bisect.bisect_left(starts, w.end)
+            overlap: dict[str, float] = defaultdict(float)
+            for i in range(j, k):
+                overlap[who[i]] += min(ends[i], w.end) - max(starts[i], w.start)
+            if overlap:
+                w.speaker = max(overlap, key=lambda s: overlap[s])
+                continue
+            near = [(starts[i] - w.end, who[i]) for i in range(k, min(k + 1, len(starts)))]
+            near += [(w.start - ends[i], who[i]) for i in range(max(j - 1, 0), j)]
+            near = [(gap, name) for gap, name in near if gap <= NEAREST_TURN_S]
+            if near:
+                w.speaker = min(near, key=lambda p: p[0])[1]
+
+
+def link_speakers(
+    plans: list[SegmentPlan],
+    tracks: TrackSet,
+    options: DiarizeOptions | None = None,
+    sample_rate: int = 16000,
+    params: ClusterParams | None = None,
+) -> Speakers:
+    """Cluster all segments' tracks into global speakers (plans in time order)."""
+    local, local_exclusive = tracks.spans(options, params or ClusterParams())
+    boundaries = {p.start / sample_rate for p in plans[1:]}
+    turns = _merge_turns(_global_turns(plans, local, sample_rate), boundaries)
+    exclusive = _merge_turns(_global_turns(plans, local_exclusive, sample_rate), boundaries)
+
+    first: dict[int, float] = {}
+    for t in exclusive + turns:  # order of first appearance in time
+        first[t.speaker] = min(first.get(t.speaker, t.start), t.start)
+    order = sorted(first, key=lambda c: (first[c], c))
+    names = {cid: f"SPEAKER_{i:02d}" for i, cid in enumerate(order)}
+    # Judged on the speakers the whole recording gave, after linking.
+    wanted = (options.num_speakers or options.min_speakers or 0) if options else 0
+    speakers = Speakers(
+        names=[names[c] for c in order],
+        turns=[
+            SpeakerTurn(start=round(t.start, 3), end=round(t.end, 3), speaker=names[t.speaker])
+            for t in turns
+        ],
+        notes=count_notes(wanted, bool(options and options.num_speakers), len(order)),
+    )
+    for t in exclusive:
+        start = max(t.start, speakers._ends[-1]) if speakers._ends else t.start
         if t.end > start:  # guard against (buggy) overlapping "exclusive" turns
-            clean.append(_Turn(start, t.end, t.speaker, t.segment))
-    starts = [t.start for t in clean]
-    ends = [t.end for t in clean]
-    for w in words:
-        j, k = bisect.bisect_right(ends, w.start), bisect.bisect_left(starts, w.end)
-        overlap: dict[int, float] = defaultdict(float)
-        for t in clean[j:k]:
-            overlap[t.speaker] += min(t.end, w.end) - max(t.start, w.start)
-        if overlap:
-            w.speaker = names[max(overlap, key=lambda s: overlap[s])]
-            continue
-        near = [(t.start - w.end, t) for t in clean[k : k + 1]] + [
-            (w.start - t.end, t) for t in clean[max(j - 1, 0) : j]
-        ]
-        near = [(gap, t) for gap, t in near if gap <= NEAREST_TURN_S]
-        if near:
-            w.speaker = names[min(near, key=lambda p: p[0])[1].speaker]
+            speakers._starts.append(start)
+            speakers._ends.append(t.end)
+            speakers._who.append(names[t.speaker])
+    return speakers
 
 
-def _sentences(words: list[StitchedWord]) -> list[StitchedSegment]:
-    out: list[StitchedSegment] = []
-    cur: list[StitchedWord] = []
-    speaker: str | None = None
+class SentenceBuilder:
+    """Regroups words, fed in time order, into sentence-level segments of one speaker."""
 
-    def flush() -> None:
-        if cur:
-            text = "".join(w.text for w in cur).strip()
-            out.append(
-                StitchedSegment(
-                    start=cur[0].start, end=cur[-1].end, text=text, speaker=speaker, words=cur
+    def __init__(self) -> None:
+        self._cur: list[StitchedWord] = []
+        self._speaker: str | None = None
+
+    def add(self, words: Iterable[StitchedWord]) -> list[StitchedSegment]:
+        """Feed words; returns the segments they finished."""
+        out: list[StitchedSegment] = []
+        for w in words:
+            cur = self._cur
+            if cur:
+                last = cur[-1]
+                sentence_done = last.text.strip().endswith(SENTENCE_END) and (
+                    len(cur) >= MIN_SENTENCE_WORDS or last.end - cur[0].start >= MIN_SENTENCE_S
                 )
-            )
+                # A word without a speaker joins the current segment instead of splitting it.
+                changed = (
+                    w.speaker is not None
+                    and self._speaker is not None
+                    and w.speaker != self._speaker
+                )
+                if (
+                    changed
+                    or sentence_done
+                    or w.start - last.end > PAUSE_S
+                    or w.end - cur[0].start > MAX_SEGMENT_S
+                    or len(cur) >= MAX_SEGMENT_WORDS
+                ):
+                    out += self.close()
+            self._cur.append(w)
+            self._speaker = self._speaker or w.speaker
+        return out
 
-    for w in words:
-        if cur:
-            last = cur[-1]
-            sentence_done = last.text.strip().endswith(SENTENCE_END) and (
-                len(cur) >= MIN_SENTENCE_WORDS or last.end - cur[0].start >= MIN_SENTENCE_S
-            )
-            # A word without a speaker joins the current segment instead of splitting it.
-            changed = w.speaker is not None and speaker is not None and w.speaker != speaker
-            if (
-                changed
-                or sentence_done
-                or w.start - last.end > PAUSE_S
-                or w.end - cur[0].start > MAX_SEGMENT_S
-                or len(cur) >= MAX_SEGMENT_WORDS
-            ):
-                flush()
-                cur, speaker = [], None
-        cur.append(w)
-        speaker = speaker or w.speaker
-    flush()
-    return out
+    def close(self) -> list[StitchedSegment]:
+        """The segment in progress, if any (call once more after the last word)."""
+        cur, speaker = self._cur, self._speaker
+        self._cur, self._speaker = [], None
+        if not cur:
+            return []
+        text = "".join(w.text for w in cur).strip()
+        segment = StitchedSegment(
+            start=cur[0].start, end=cur[-1].end, text=text, speaker=speaker, words=cur
+        )
+        return [segment]
 
 
-def _language(outcomes: list[SegmentOutcome], words_per_outcome: list[int]) -> str | None:
-    votes: Counter[str] = Counter()
-    for oc, n in zip(outcomes, words_per_outcome, strict=True):
-        votes[oc.transcription.language] += n
-    if not votes.total():  # nothing said: fall back to the longest segment's detection
-        for oc in outcomes:
-            votes[oc.transcription.language] += oc.plan.end - oc.plan.start
-    return votes.most_common(1)[0][0] if votes else None
+class LanguageVote:
+    """The recording's language: the segments' detections weighted by their words."""
+
+    def __init__(self) -> None:
+        self._words: Counter[str] = Counter()
+        self._audio: Counter[str] = Counter()
+
+    def add(self, plan: SegmentPlan, transcription: Transcription) -> None:
+        n = sum(len(s.words) or bool(s.text.strip()) for s in transcription.segments)
+        self._words[transcription.language] += n
+        self._audio[transcription.language] += plan.end - plan.start
+
+    def result(self) -> str | None:
+        # Nothing said: fall back to the detection over the most audio.
+        votes = self._words if self._words.total() else self._audio
+        return votes.most_common(1)[0][0] if votes else None
 
 
 def stitch(
@@ -250,7 +287,7 @@ def stitch(
     sample_rate: int = 16000,
     params: ClusterParams | None = None,
 ) -> JobResult:
-    """Combine the segments' results into one transcript with global speakers.
+    """Combine the segments' results, all in memory, into one transcript with global speakers.
 
     Args:
         outcomes: one per segment, any order (sorted by plan start here).
@@ -263,35 +300,23 @@ def stitch(
         The stitched result; speakers are SPEAKER_00, SPEAKER_01, ... by first appearance.
     """
     outcomes = sorted(outcomes, key=lambda oc: (oc.plan.start, oc.plan.index))
-    words = _global_words(outcomes, sample_rate)
-
-    local, local_exclusive = _spans_by_tracks(outcomes, options, params or ClusterParams())
-    boundaries = {oc.plan.start / sample_rate for oc in outcomes[1:]}
-    turns = _merge_turns(_global_turns(outcomes, local, sample_rate), boundaries)
-    exclusive = _merge_turns(_global_turns(outcomes, local_exclusive, sample_rate), boundaries)
-
-    first: dict[int, float] = {}
-    for t in exclusive + turns:  # order of first appearance in time
-        first[t.speaker] = min(first.get(t.speaker, t.start), t.start)
-    order = sorted(first, key=lambda c: (first[c], c))
-    names = {cid: f"SPEAKER_{i:02d}" for i, cid in enumerate(order)}
-
-    _attribute(words, exclusive, names)
-    # Judged on the speakers the whole recording gave, after linking.
-    wanted = (options.num_speakers or options.min_speakers or 0) if options else 0
-    notes = count_notes(wanted, bool(options and options.num_speakers), len(order))
-    counts = [
-        sum(len(s.words) or bool(s.text.strip()) for s in oc.transcription.segments)
-        for oc in outcomes
-    ]
+    plans = [oc.plan for oc in outcomes]
+    tracks = TrackSet()
+    for oc in outcomes:
+        tracks.add(oc.diarization)
+    speakers = link_speakers(plans, tracks, options, sample_rate, params)
+    builder, language = SentenceBuilder(), LanguageVote()
+    segments: list[StitchedSegment] = []
+    for oc in outcomes:
+        words = segment_words(oc.plan, oc.transcription, sample_rate)
+        speakers.attribute(words)
+        language.add(oc.plan, oc.transcription)
+        segments += builder.add(words)
     return JobResult(
         duration=duration,
-        language=_language(outcomes, counts),
-        speakers=[names[c] for c in order],
-        segments=_sentences(words),
-        turns=[
-            SpeakerTurn(start=round(t.start, 3), end=round(t.end, 3), speaker=names[t.speaker])
-            for t in turns
-        ],
-        notes=notes,
+        language=language.result(),
+        speakers=speakers.names,
+        segments=segments + builder.close(),
+        turns=speakers.turns,
+        notes=speakers.notes,
     )

@@ -178,7 +178,15 @@ class JobStore:
     def _job_keys(self, job_id: str) -> list[str]:
         return [
             self._k("job", job_id, *s)
-            for s in ((), ("ckpt",), ("calls",), ("events",), ("result",), ("cancel",))
+            for s in (
+                (),
+                ("ckpt",),
+                ("calls",),
+                ("events",),
+                ("result",),
+                ("result", "partial"),
+                ("cancel",),
+            )
         ]
 
     # -- leases: one runner per job, even while two managers overlap in a redeploy ---------
@@ -212,9 +220,6 @@ class JobStore:
         resumed job that splits differently never stitches old words onto new times."""
         await self.redis.hset(self._k("job", job_id, "ckpt"), f"{plan_key}:{part}", payload)
 
-    async def checkpoints(self, job_id: str) -> dict[str, str]:
-        return await self.redis.hgetall(self._k("job", job_id, "ckpt"))
-
     async def checkpoint_keys(self, job_id: str) -> set[str]:
         return set(await self.redis.hkeys(self._k("job", job_id, "ckpt")))
 
@@ -235,6 +240,28 @@ class JobStore:
     # -- results and events ----------------------------------------------------------------
     async def save_result(self, job_id: str, result_json: str) -> None:
         await self.redis.set(self._k("job", job_id, "result"), result_json)
+
+    async def checkpoint(self, job_id: str, field: str) -> str | None:
+        return await self.redis.hget(self._k("job", job_id, "ckpt"), field)
+
+    async def result_reset(self, job_id: str) -> None:
+        await self.redis.delete(self._k("job", job_id, "result", "partial"))
+
+    async def result_append(self, job_id: str, chunk: str) -> None:
+        """Append to the result being written (jobs.result_writer); not visible yet."""
+        key = self._k("job", job_id, "result", "partial")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.append(key, chunk)
+            pipe.expire(key, self.result_ttl_s)  # an abandoned partial result expires
+            await pipe.execute()
+
+    async def result_commit(self, job_id: str) -> None:
+        """Publish the result written by result_append, in one step."""
+        partial = self._k("job", job_id, "result", "partial")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rename(partial, self._k("job", job_id, "result"))
+            pipe.persist(self._k("job", job_id, "result"))
+            await pipe.execute()
 
     async def result(self, job_id: str) -> str | None:
         return await self.redis.get(self._k("job", job_id, "result"))

@@ -361,3 +361,74 @@ def test_track_must_name_a_known_speaker(voices):
     seg = _outcome(0, [], [(0.5, 5.0, "A")], {"A": voices[0].tolist()})
     with pytest.raises(ValidationError, match="unknown speaker"):
         _with_tracks(seg, [("B", voices[0], [(0.5, 5.0)])], np.random.default_rng(13))
+
+
+class _MemorySink:
+    """Checkpoints and the result as JobStore keeps them, in a dict (isolates the writer)."""
+
+    def __init__(self, outcomes: list[SegmentOutcome]) -> None:
+        self.ckpt = {}
+        for oc in outcomes:
+            self.ckpt[f"{oc.plan.key}:t"] = oc.transcription.model_dump_json()
+            if oc.diarization is not None:
+                self.ckpt[f"{oc.plan.key}:d"] = oc.diarization.model_dump_json()
+        self.partial: str | None = "stale bytes of an interrupted run"
+        self.appends = 0
+        self.result: str | None = None
+
+    async def checkpoint(self, job_id, field):
+        return self.ckpt.get(field)
+
+    async def result_reset(self, job_id):
+        self.partial = None
+
+    async def result_append(self, job_id, chunk):
+        assert self.result is None, "nothing is visible before the commit"
+        self.partial = (self.partial or "") + chunk
+        self.appends += 1
+
+    async def result_commit(self, job_id):
+        self.result, self.partial = self.partial, None
+
+
+@pytest.mark.parametrize("diarized", [True, False])
+def test_streamed_stitching_writes_what_stitch_returns(voices, monkeypatch, diarized):
+    import asyncio
+
+    from jobs import result_writer
+
+    outs, _ = _tracked_conversation(voices, np.random.default_rng(21), merged_segment=2)
+    # A word ending past its segment, to exercise clamping.
+    seg = outs[0].transcription.segments[0]
+    words = [*seg.words[:-1], seg.words[-1].model_copy(update={"end": 40.0})]
+    outs[0].transcription = outs[0].transcription.model_copy(
+        update={"segments": [seg.model_copy(update={"words": words})]}
+    )
+    if not diarized:
+        for oc in outs:
+            oc.diarization = None
+    options = DiarizeOptions(max_speakers=5) if diarized else None
+    expected = stitch(outs, 120.0, options)
+    sink = _MemorySink(outs)
+    monkeypatch.setattr(result_writer, "CHUNK_CHARS", 2000)  # many appends
+    plans = sorted((oc.plan for oc in outs), key=lambda p: p.start)
+    asyncio.run(result_writer.stitch_to_store(sink, "job", plans, 120.0, options))
+    assert sink.appends > 3
+    assert JobResult.model_validate_json(sink.result) == expected
+    assert len(expected.speakers) == (3 if diarized else 0)
+    assert sum(len(s.words) for s in expected.segments) == sum(
+        len(oc.transcription.words) for oc in outs
+    )
+
+
+def test_streamed_stitching_fails_loudly_on_a_missing_checkpoint(voices):
+    import asyncio
+
+    from jobs.result_writer import stitch_to_store
+
+    outs, _ = _conversation(voices, np.random.default_rng(22), segments=2)
+    sink = _MemorySink(outs)
+    del sink.ckpt[f"{outs[1].plan.key}:t"]
+    with pytest.raises(LookupError, match="missing"):
+        asyncio.run(stitch_to_store(sink, "job", [o.plan for o in outs], 60.0, DiarizeOptions()))
+    assert sink.result is None

@@ -1,0 +1,109 @@
+"""Stitch a finished job from its checkpoints into Redis, one segment at a time.
+
+The job manager's memory must not grow with the recording. Pass 1 reads only the speaker
+tracks (about 1 KiB each) and links speakers; pass 2 reads one segment's transcription at a
+time, attributes its words and appends the sentence segments it finishes to the result, in
+chunks. Nothing holds every word at once, and the result appears under its key in one step
+(a rename) only when complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Protocol
+
+from deployments.schemas import Diarization, DiarizeOptions, Transcription
+from jobs.speaker_linking import TrackSet
+from jobs.splitter import SegmentPlan
+from jobs.stitch import JobResult, LanguageVote, SentenceBuilder, link_speakers, segment_words
+
+CHUNK_CHARS = 256 * 1024  # append to Redis in pieces about this size
+
+
+class ResultSink(Protocol):
+    async def checkpoint(self, job_id: str, field: str) -> str | None: ...
+    async def result_reset(self, job_id: str) -> None: ...
+    async def result_append(self, job_id: str, chunk: str) -> None: ...
+    async def result_commit(self, job_id: str) -> None: ...
+
+
+class _Writer:
+    def __init__(self, store: ResultSink, job_id: str) -> None:
+        self.store, self.job_id = store, job_id
+        self._buffer: list[str] = []
+        self._size = 0
+
+    async def write(self, text: str) -> None:
+        self._buffer.append(text)
+        self._size += len(text)
+        if self._size >= CHUNK_CHARS:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self._buffer:
+            await self.store.result_append(self.job_id, "".join(self._buffer))
+            self._buffer, self._size = [], 0
+
+
+async def _load(store: ResultSink, job_id: str, field: str) -> str:
+    raw = await store.checkpoint(job_id, field)
+    if raw is None:  # the runner saw it saved; only an expired or deleted job lacks it
+        raise LookupError(f"checkpoint {field} of job {job_id} is missing")
+    return raw
+
+
+async def stitch_to_store(
+    store: ResultSink,
+    job_id: str,
+    plans: list[SegmentPlan],
+    duration: float,
+    diarize: DiarizeOptions | None,
+    sample_rate: int = 16000,
+) -> None:
+    """Write the stitched JobResult of `plans` (this run's, in time order) under the job.
+
+    Args:
+        store: where checkpoints are read and the result is written (a JobStore).
+        job_id: the job.
+        plans: every segment of this run, sorted by start.
+        duration: the recording's length in seconds.
+        diarize: speaker-count options, or None for a transcription-only job.
+        sample_rate: the rate plan offsets are counted in.
+    """
+    tracks = TrackSet()
+    for plan in plans:
+        if diarize is None:
+            tracks.add(None)
+            continue
+        raw = await _load(store, job_id, f"{plan.key}:d")
+        tracks.add(Diarization.model_validate_json(raw))  # keeps only the tracks
+    speakers = await asyncio.to_thread(link_speakers, plans, tracks, diarize, sample_rate)
+    del tracks
+
+    await store.result_reset(job_id)  # a partial result of an interrupted run
+    out = _Writer(store, job_id)
+    await out.write('{"segments":[')
+    builder, language, first = SentenceBuilder(), LanguageVote(), True
+    for plan in plans:
+        raw = await _load(store, job_id, f"{plan.key}:t")
+        transcription = Transcription.model_validate_json(raw)
+        words = segment_words(plan, transcription, sample_rate)
+        speakers.attribute(words)
+        language.add(plan, transcription)
+        for segment in builder.add(words):
+            await out.write(("" if first else ",") + segment.model_dump_json())
+            first = False
+    for segment in builder.close():
+        await out.write(("" if first else ",") + segment.model_dump_json())
+    rest = JobResult(
+        duration=duration,
+        language=language.result(),
+        speakers=speakers.names,
+        segments=[],
+        turns=speakers.turns,
+        notes=speakers.notes,
+    ).model_dump(mode="json", exclude={"segments"})
+    await out.write("]," + json.dumps(rest, separators=(",", ":"))[1:])
+    await out.flush()
+    await store.result_commit(job_id)
