@@ -81,8 +81,11 @@ class Cluster:
 
     def deploy(
         self, transcriber: dict | None = None, diarizer: dict | None = None, timeout_s=600
-    ) -> None:
-        """(Re)deploy the app with deployment overrides and wait until /healthz says 200."""
+    ) -> float:
+        """(Re)deploy the app with deployment overrides and wait until /healthz says 200.
+
+        Returns the seconds from `serve.run` to the first 200.
+        """
         from ray import serve
 
         from serve_app.app import build_app
@@ -97,7 +100,9 @@ class Cluster:
             if time.monotonic() - t0 > timeout_s:
                 raise TimeoutError(f"app not healthy after {timeout_s} s")
             time.sleep(1)
-        log(f"app ready in {time.monotonic() - t0:.0f} s")
+        ready_s = time.monotonic() - t0
+        log(f"app ready in {ready_s:.0f} s")
+        return ready_s
 
     def run_job(self, path: Path, poll_s: float = 0.25, verbose: bool = True, **form) -> JobRun:
         """Submit `path` to POST /v1/jobs with `form` fields and poll until it ends."""

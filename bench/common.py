@@ -29,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from deployments.schemas import SAMPLE_RATE
 from tests.synth import Recording, concat, meeting
 
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "serve_config.yaml"
+
 PORT = 28000  # the test suite uses 18000 (and Redis 16379)
 MIB = 2**20
 SECONDS_PER_TURN = 4.0  # rough length of one synthetic turn (sentence + pause)
@@ -255,6 +257,20 @@ def fmt(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def config_options(path: Path = DEFAULT_CONFIG) -> dict[str, dict]:
+    """Deployment options of a Serve config's application, keyed by deployment name."""
+    import yaml
+
+    (app,) = yaml.safe_load(path.read_text())["applications"]
+    return {d.pop("name"): d for d in app.get("deployments", [])}
+
+
+def default_deploy(path: Path = DEFAULT_CONFIG) -> dict[str, dict | None]:
+    """`Cluster.deploy` keyword arguments that deploy the app as `serve run path` does."""
+    options = config_options(path)
+    return {"transcriber": options.get("Transcriber"), "diarizer": options.get("Diarizer")}
 
 
 def ratio(a: float | None, b: float | None) -> float | None:

@@ -1,14 +1,17 @@
 """Latency of a short clip: OpenAI endpoint through HTTP vs the replica's engine in-process.
 
-    .venv/bin/python bench/latency.py --requests 20 [--clip-s 10] [--json PATH]
+    .venv/bin/python bench/latency.py --requests 20 --runs 3 [--clip-s 10] [--json PATH]
 
-A 10 s synthetic clip is sent N times, one request after the other, to
+The app is deployed from serve_config.yaml, as `serve run` deploys it, and the seconds from
+`serve.run` to a healthy /healthz are reported. A ~10 s clip of real speech (Debian's
+Allison prompts, bench.common.real_speech) is sent N times per run, one request after the other, to
 POST /v1/audio/transcriptions (file, model=whisper-1, response_format=json), alternating
 with N calls of `WhisperBatchTranscriber.transcribe_many` on the same clip in this process,
 with the options that endpoint uses (no word timestamps). Alternating means a change in
 machine load affects both paths alike. The in-process engine gets as many threads as one
 replica (1 by default), so the ratio is the cost of HTTP, Serve routing, decoding the
-upload and batching. Two untimed warm-up calls per path come first.
+upload and batching. Two untimed warm-up calls per path come first. Each of `--runs` runs
+gives its own p50/p95 ratios; the summary row is their median with the spread (min-max).
 """
 
 from __future__ import annotations
@@ -25,13 +28,13 @@ from bench.cluster import Cluster
 from bench.common import (
     add_common_args,
     bench_settings,
-    clip,
-    deployment_options,
+    default_deploy,
     load_core,
     log,
     make_parser,
     ratio,
     ray_cpus,
+    real_speech,
     table,
     timed,
     workspace,
@@ -49,6 +52,7 @@ def parse_args() -> argparse.Namespace:
     parser = make_parser(__doc__)
     parser.add_argument("--requests", type=int, default=20, help="timed requests per path")
     parser.add_argument("--clip-s", type=float, default=10.0, help="clip length in seconds")
+    parser.add_argument("--runs", type=int, default=3, help="runs of --requests per path")
     add_common_args(parser, threads=1)
     return parser.parse_args()
 
@@ -90,24 +94,50 @@ def main() -> int:
     args = parse_args()
     with workspace() as tmp:
         settings = bench_settings(tmp / "data", args)
-        wav = write_wav(clip(args.clip_s), tmp / "clip.wav")
+        speech = real_speech(args.clip_s / 60, seed=5).audio  # whole prompts, >= clip_s
+        wav = write_wav(speech, tmp / "clip.wav")
         core = load_core(settings, args.threads)
         with Cluster(settings, args.port, ray_cpus(args)) as cluster:
-            cluster.deploy(**deployment_options(args))
-            log(f"{args.requests} requests per path")
-            times, texts = measure(core, cluster, wav, args)
-    d50, d95, dmean = stats(times[DIRECT])
-    h50, h95, hmean = stats(times[HTTP])
-    rows = [
-        [DIRECT, len(times[DIRECT]), d50, d95, dmean, 1.0, 1.0],
-        [HTTP, len(times[HTTP]), h50, h95, hmean, ratio(h50, d50), ratio(h95, d95)],
+            ready_s = cluster.deploy(**default_deploy())
+            runs = []
+            for run in range(args.runs):
+                log(f"run {run + 1}: {args.requests} requests per path")
+                runs.append(measure(core, cluster, wav, args))
+    headers = ["run", "path", "requests", "p50 ms", "p95 ms", "mean ms", "p50 ÷ direct",
+               "p95 ÷ direct"]  # fmt: skip
+    rows, p50s, p95s = [], [], []
+    for run, (times, _) in enumerate(runs, 1):
+        d50, d95, dmean = stats(times[DIRECT])
+        h50, h95, hmean = stats(times[HTTP])
+        p50s.append(h50 / d50)
+        p95s.append(h95 / d95)
+        rows += [
+            [run, DIRECT, len(times[DIRECT]), d50, d95, dmean, 1.0, 1.0],
+            [run, HTTP, len(times[HTTP]), h50, h95, hmean, ratio(h50, d50), ratio(h95, d95)],
+        ]
+    summary = [
+        [
+            "HTTP ÷ in-process",
+            float(np.median(p50s)),
+            f"{min(p50s):.2f}-{max(p50s):.2f}",
+            float(np.median(p95s)),
+            f"{min(p95s):.2f}-{max(p95s):.2f}",
+            ready_s,
+        ]
     ]
-    headers = ["path", "requests", "p50 ms", "p95 ms", "mean ms", "p50 ÷ direct", "p95 ÷ direct"]
+    texts = runs[-1][1]
     same = normalize_text(texts[DIRECT]) == normalize_text(texts[HTTP])
-    title = f"Latency of a {args.clip_s:g} s clip ({settings.whisper_model}, sequential)"
-    tab = table(title, headers, rows)
+    title = f"Latency of a {len(speech) / 16000:.1f} s real-speech clip ({settings.whisper_model})"
+    tabs = [
+        table(title, headers, rows),
+        table(
+            f"Median of {args.runs} runs",
+            ["ratio", "p50 median", "p50 spread", "p95 median", "p95 spread", "healthy after s"],
+            summary,
+        ),
+    ]
     print(f"Same text on both paths: {'yes' if same else 'no'}\n")
-    write_json(args.json, args, [tab | {"same_text": same, "text": texts[HTTP]}])
+    write_json(args.json, args, [tabs[0] | {"same_text": same, "text": texts[HTTP]}, tabs[1]])
     return 0
 
 

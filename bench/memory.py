@@ -27,7 +27,7 @@ from bench.common import (
     add_common_args,
     bench_settings,
     build_recording,
-    deployment_options,
+    default_deploy,
     log,
     make_parser,
     ray_cpus,
@@ -67,7 +67,7 @@ def measure(minutes: float, tmp: Path, args: argparse.Namespace) -> list[list]:
     del rec
     settings = bench_settings(tmp / f"data-{minutes:g}", args)
     with Cluster(settings, args.port, ray_cpus(args)) as cluster:
-        cluster.deploy(**deployment_options(args))
+        cluster.deploy(**default_deploy())
         with RssSampler(interval_s=args.interval_s) as sampler:
             run = cluster.run_job(path, diarize=not args.no_diarize, language=args.language)
     if run.status != "completed":

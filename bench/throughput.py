@@ -28,13 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import yaml
-
 from bench.cluster import Cluster
 from bench.common import (
+    DEFAULT_CONFIG,
     add_common_args,
     bench_settings,
     build_recording,
+    config_options,
     load_whisper,
     log,
     make_parser,
@@ -48,8 +48,6 @@ from deployments.schemas import SAMPLE_RATE
 from tests.conftest import load_audio, wer
 from tests.synth import write_wav
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def parse_args() -> argparse.Namespace:
     parser = make_parser(__doc__)
@@ -59,9 +57,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="runs per system and length")
     parser.add_argument("--diarize", action="store_true", help="service jobs also diarize")
     parser.add_argument("--batch-size", type=int, default=8, help="batched baseline's batch")
-    parser.add_argument(
-        "--config", type=Path, default=REPO / "serve_config.yaml", help="Serve config deployed"
-    )
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="Serve config deployed")
     parser.add_argument(
         "--synthetic", action="store_true", help="espeak meetings instead of real speech"
     )
@@ -156,12 +152,6 @@ def run_baselines(model, audios: list, args: argparse.Namespace) -> list[dict]:
 
 def load_audio_clip():
     return real_speech(0.5, seed=99).audio
-
-
-def config_options(path: Path) -> dict[str, dict]:
-    """Deployment options of the config's application, keyed by deployment name."""
-    (app,) = yaml.safe_load(path.read_text())["applications"]
-    return {d.pop("name"): d for d in app.get("deployments", [])}
 
 
 def main() -> int:

@@ -29,6 +29,8 @@ from deployments.schemas import (
     InputRejected,
     SpeakerTrack,
     SpeakerTurn,
+    VoiceSample,
+    voice_sample,
 )
 
 log = logging.getLogger(__name__)
@@ -174,6 +176,11 @@ class Diarizer:
                     f"({type(exc).__name__}; details are in the replica log)"
                 ) from None
         return result.model_copy(update={"served_by": self.served_by})
+
+    async def voiceprint(self, audio: np.ndarray) -> VoiceSample:
+        """The main voice of a short sample (speaker enrollment): its embedding and how much
+        speech of it, and of any other voice, the sample holds."""
+        return voice_sample(await self.diarize(audio, DiarizeOptions()))
 
     def info(self) -> dict[str, Any]:
         return replica_info(model=self.model_name, threads=self.threads)

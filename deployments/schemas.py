@@ -6,6 +6,7 @@ loudly at the boundary with a clear message instead of surfacing later as a 500.
 
 from __future__ import annotations
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SAMPLE_RATE = 16_000
@@ -146,3 +147,36 @@ class Diarization(_Frozen):
             if not set(t.cannot_link) <= set(ids):
                 raise ValueError(f"track {t.id} cannot-links unknown tracks")
         return self
+
+
+class VoiceSample(_Frozen):
+    """What a short enrollment sample holds: its main voice's embedding and how much speech
+    of it, and of any other voice, it contains (judged by jobs.voiceprints)."""
+
+    duration: float
+    speech_s: float  # exclusive speech of the main (most heard) voice
+    other_speech_s: float  # exclusive speech of the next most heard voice, if any
+    other_similarity: float | None = None  # cosine of the two voices' embeddings
+    voices: int
+    embedding: list[float]  # L2-normalised; empty without speech
+
+
+def voice_sample(diarization: Diarization) -> VoiceSample:
+    """The main voice of a diarized sample."""
+    heard: dict[str, float] = {}
+    for t in diarization.exclusive_turns:
+        heard[t.speaker] = heard.get(t.speaker, 0.0) + t.end - t.start
+    ranked = sorted(heard, key=lambda name: -heard[name])
+    main = ranked[0] if ranked else None
+    similarity = None
+    if len(ranked) > 1:
+        a, b = (np.asarray(diarization.embeddings[n], dtype=np.float64) for n in ranked[:2])
+        similarity = float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
+    return VoiceSample(
+        duration=diarization.duration,
+        speech_s=round(heard.get(main, 0.0), 3) if main else 0.0,
+        other_speech_s=round(heard[ranked[1]], 3) if len(ranked) > 1 else 0.0,
+        other_similarity=None if similarity is None else round(similarity, 4),
+        voices=len(ranked),
+        embedding=diarization.embeddings.get(main, []) if main else [],
+    )

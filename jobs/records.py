@@ -8,6 +8,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deployments.schemas import DiarizeOptions, TranscribeOptions
+from jobs.voiceprints import MAX_KNOWN_SPEAKERS, KnownSpeaker
 
 
 class JobStatus(StrEnum):
@@ -42,11 +43,22 @@ class JobOptions(BaseModel):
     webhook_url: str | None = Field(
         None, max_length=2000, pattern=r"^https?://[^\s/]+", description="http(s) URL"
     )
+    # Voiceprints to name speakers after, snapshotted at submit (see jobs.voiceprints).
+    known_speakers: list[KnownSpeaker] = Field([], max_length=MAX_KNOWN_SPEAKERS)
 
     @model_validator(mode="after")
     def _speakers(self) -> JobOptions:
         self.diarize_options()  # raises with a message naming the bad field
+        names = [k.name for k in self.known_speakers]
+        if len(set(names)) != len(names):
+            raise ValueError("known speakers must have distinct names")
+        if names and not self.diarize:
+            raise ValueError("known speakers need diarize=true")
         return self
+
+    def public(self) -> dict:
+        """The options as callers see them: known speakers by id and name, no voiceprints."""
+        return self.model_dump(exclude={"known_speakers": {"__all__": {"embedding"}}})
 
     def diarize_options(self) -> DiarizeOptions:
         return DiarizeOptions(

@@ -13,10 +13,13 @@ import asyncio
 import json
 from typing import Protocol
 
+import numpy as np
+
 from deployments.schemas import Diarization, DiarizeOptions, Transcription
 from jobs.speaker_linking import TrackSet
 from jobs.splitter import SegmentPlan
 from jobs.stitch import JobResult, LanguageVote, SentenceBuilder, link_speakers, segment_words
+from jobs.voiceprints import KnownSpeaker
 
 CHUNK_CHARS = 256 * 1024  # append to Redis in pieces about this size
 
@@ -26,6 +29,7 @@ class ResultSink(Protocol):
     async def result_reset(self, job_id: str) -> None: ...
     async def result_append(self, job_id: str, chunk: str) -> None: ...
     async def result_commit(self, job_id: str) -> None: ...
+    async def save_voices(self, job_id: str, voices: dict[str, str]) -> None: ...
 
 
 class _Writer:
@@ -60,6 +64,7 @@ async def stitch_to_store(
     duration: float,
     diarize: DiarizeOptions | None,
     sample_rate: int = 16000,
+    known: list[KnownSpeaker] | None = None,
 ) -> None:
     """Write the stitched JobResult of `plans` (this run's, in time order) under the job.
 
@@ -70,6 +75,7 @@ async def stitch_to_store(
         duration: the recording's length in seconds.
         diarize: speaker-count options, or None for a transcription-only job.
         sample_rate: the rate plan offsets are counted in.
+        known: enrolled voices to name speakers after.
     """
     tracks = TrackSet()
     for plan in plans:
@@ -78,8 +84,20 @@ async def stitch_to_store(
             continue
         raw = await _load(store, job_id, f"{plan.key}:d")
         tracks.add(Diarization.model_validate_json(raw))  # keeps only the tracks
-    speakers = await asyncio.to_thread(link_speakers, plans, tracks, diarize, sample_rate)
+    speakers = await asyncio.to_thread(
+        link_speakers, plans, tracks, diarize, sample_rate, None, known
+    )
     del tracks
+    # Each speaker's voice, so a caller can enroll a speaker of this job by its label.
+    await store.save_voices(
+        job_id,
+        {
+            name: json.dumps(
+                {"embedding": np.round(v.embedding, 5).tolist(), "speech_s": round(v.speech_s, 3)}
+            )
+            for name, v in speakers.voices.items()
+        },
+    )
 
     await store.result_reset(job_id)  # a partial result of an interrupted run
     out = _Writer(store, job_id)
@@ -103,6 +121,7 @@ async def stitch_to_store(
         segments=[],
         turns=speakers.turns,
         notes=speakers.notes,
+        speaker_matches=speakers.matches,
     ).model_dump(mode="json", exclude={"segments"})
     await out.write("]," + json.dumps(rest, separators=(",", ":"))[1:])
     await out.flush()

@@ -217,7 +217,8 @@ class SegmentRunner:
         plans = sorted(plans, key=lambda p: (p.start, p.index))
         duration = max((p.end for p in plans), default=0) / 16000
         diarize = record.options.diarize_options() if "d" in parts else None
-        await stitch_to_store(self.store, record.id, plans, duration, diarize)
+        known = list(record.options.known_speakers) or None
+        await stitch_to_store(self.store, record.id, plans, duration, diarize, known=known)
 
 
 async def _first_failure(tasks: list[asyncio.Task]) -> None:

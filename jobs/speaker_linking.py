@@ -26,6 +26,12 @@ Span = tuple[float, float, int]
 
 
 @dataclass
+class Voice:
+    embedding: np.ndarray  # unit-length centroid of the speaker's tracks
+    speech_s: float  # seconds of clean speech behind it
+
+
+@dataclass
 class _Segment:
     speakers: int  # how many speakers the segment's own diarizer found
     local: list[int]  # per track: the index of its segment-level speaker
@@ -85,8 +91,9 @@ class TrackSet:
 
     def spans(
         self, options: DiarizeOptions | None, params: ClusterParams
-    ) -> tuple[list[list[Span]], list[list[Span]]]:
-        """Per segment, its turns and exclusive turns labelled with global speakers."""
+    ) -> tuple[list[list[Span]], list[list[Span]], dict[int, Voice]]:
+        """Per segment, its turns and exclusive turns labelled with global speakers; and per
+        global speaker its voice (the speech-weighted centroid of its tracks)."""
         speaking = [s for s in self.segments if s.speakers]
         opts = options or DiarizeOptions()
         n = speaking[0].speakers if speaking else 0
@@ -107,7 +114,19 @@ class TrackSet:
 
         turns = [label(s.turns, ids) for s, ids in zip(self.segments, labels, strict=True)]
         exclusive = [label(s.exclusive, ids) for s, ids in zip(self.segments, labels, strict=True)]
-        return turns, exclusive
+        return turns, exclusive, self._voices([c for ids in labels for c in ids])
+
+    def _voices(self, flat: list[int]) -> dict[int, Voice]:
+        sums: dict[int, np.ndarray] = {}
+        seconds: dict[int, float] = {}
+        for cid, vector, weight in zip(flat, self.embeddings, self.weights, strict=True):
+            w = max(weight, 1e-3)
+            sums[cid] = sums.get(cid, 0.0) + w * vector.astype(np.float64)
+            seconds[cid] = seconds.get(cid, 0.0) + weight
+        return {
+            cid: Voice(v / max(float(np.linalg.norm(v)), 1e-12), seconds[cid])
+            for cid, v in sums.items()
+        }
 
 
 def cluster_tracks(

@@ -24,8 +24,9 @@ from pydantic import BaseModel, ConfigDict
 
 from deployments.diarization.clustering import ClusterParams, count_notes
 from deployments.schemas import Diarization, DiarizeOptions, SpeakerTurn, Transcription
-from jobs.speaker_linking import TrackSet
+from jobs.speaker_linking import TrackSet, Voice
 from jobs.splitter import SegmentPlan
+from jobs.voiceprints import ANONYMOUS, MATCH_THRESHOLD, KnownSpeaker, SpeakerMatch, assign, closest
 
 NEAREST_TURN_S = 1.0  # a word outside every turn takes the nearest one within this
 BOUNDARY_GAP_S = 0.5  # turns either side of a segment boundary closer than this are joined
@@ -67,6 +68,9 @@ class JobResult(BaseModel):
     segments: list[StitchedSegment]
     turns: list[SpeakerTurn]  # global, relabelled, merged across segment boundaries (RTTM)
     notes: list[str] = []  # e.g. a speaker-count hint the audio could not satisfy
+    # With known speakers: per speaker, the enrolled voice it was named after (or the
+    # closest one) and the cosine similarity.
+    speaker_matches: list[SpeakerMatch] = []
 
     @property
     def text(self) -> str:
@@ -152,9 +156,11 @@ def _merge_turns(turns: list[_Turn], boundaries: set[float]) -> list[_Turn]:
 class Speakers:
     """Global speakers of a recording and the turns words are attributed by."""
 
-    names: list[str]  # SPEAKER_00, ... in order of first appearance
+    names: list[str]  # in order of first appearance: known names, or SPEAKER_00, ...
     turns: list[SpeakerTurn]  # merged across segment boundaries (RTTM)
     notes: list[str]
+    voices: dict[str, Voice] = field(default_factory=dict)  # by name
+    matches: list[SpeakerMatch] = field(default_factory=list)
     _starts: list[float] = field(default_factory=list)  # clean exclusive turns, by time
     _ends: list[float] = field(default_factory=list)
     _who: list[str] = field(default_factory=list)
@@ -177,15 +183,42 @@ class Speakers:
                 w.speaker = min(near, key=lambda p: p[0])[1]
 
 
+def _name(
+    order: list[int], voices: dict[int, Voice], known: list[KnownSpeaker] | None, threshold: float
+) -> tuple[dict[int, str], list[SpeakerMatch]]:
+    """Known names where a voice matches an enrolled one, else SPEAKER_00, ... in order."""
+    if not known:
+        return {cid: ANONYMOUS.format(i) for i, cid in enumerate(order)}, []
+    found = assign({str(c): voices[c].embedding for c in order if c in voices}, known, threshold)
+    names: dict[int, str] = {}
+    matches: list[SpeakerMatch] = []
+    anonymous = 0
+    for cid in order:
+        hit = found.get(str(cid))
+        if hit:
+            names[cid] = hit[0].name
+            match = SpeakerMatch(speaker=hit[0].name, speaker_id=hit[0].id, similarity=hit[1])
+            matches.append(match)
+            continue
+        names[cid] = ANONYMOUS.format(anonymous)
+        anonymous += 1
+        near = closest(voices[cid].embedding, known) if cid in voices else None
+        matches.append(SpeakerMatch(speaker=names[cid], similarity=near))
+    return names, matches
+
+
 def link_speakers(
     plans: list[SegmentPlan],
     tracks: TrackSet,
     options: DiarizeOptions | None = None,
     sample_rate: int = 16000,
     params: ClusterParams | None = None,
+    known: list[KnownSpeaker] | None = None,
+    threshold: float = MATCH_THRESHOLD,
 ) -> Speakers:
-    """Cluster all segments' tracks into global speakers (plans in time order)."""
-    local, local_exclusive = tracks.spans(options, params or ClusterParams())
+    """Cluster all segments' tracks into global speakers (plans in time order), and name
+    those whose voice matches one of `known`."""
+    local, local_exclusive, voices = tracks.spans(options, params or ClusterParams())
     boundaries = {p.start / sample_rate for p in plans[1:]}
     turns = _merge_turns(_global_turns(plans, local, sample_rate), boundaries)
     exclusive = _merge_turns(_global_turns(plans, local_exclusive, sample_rate), boundaries)
@@ -194,7 +227,7 @@ def link_speakers(
     for t in exclusive + turns:  # order of first appearance in time
         first[t.speaker] = min(first.get(t.speaker, t.start), t.start)
     order = sorted(first, key=lambda c: (first[c], c))
-    names = {cid: f"SPEAKER_{i:02d}" for i, cid in enumerate(order)}
+    names, matches = _name(order, voices, known, threshold)
     # Judged on the speakers the whole recording gave, after linking.
     wanted = (options.num_speakers or options.min_speakers or 0) if options else 0
     speakers = Speakers(
@@ -204,6 +237,8 @@ def link_speakers(
             for t in turns
         ],
         notes=count_notes(wanted, bool(options and options.num_speakers), len(order)),
+        voices={names[c]: voices[c] for c in order if c in voices},
+        matches=matches,
     )
     for t in exclusive:
         start = max(t.start, speakers._ends[-1]) if speakers._ends else t.start
@@ -286,6 +321,7 @@ def stitch(
     options: DiarizeOptions | None = None,
     sample_rate: int = 16000,
     params: ClusterParams | None = None,
+    known: list[KnownSpeaker] | None = None,
 ) -> JobResult:
     """Combine the segments' results, all in memory, into one transcript with global speakers.
 
@@ -295,16 +331,18 @@ def stitch(
         options: speaker-count constraints for linking speakers across segments.
         sample_rate: the rate plan offsets are counted in.
         params: clustering parameters for linking speakers (default: the diarizer's).
+        known: enrolled voices to name speakers after.
 
     Returns:
-        The stitched result; speakers are SPEAKER_00, SPEAKER_01, ... by first appearance.
+        The stitched result; speakers are SPEAKER_00, SPEAKER_01, ... by first appearance,
+        or the names of known speakers their voices match.
     """
     outcomes = sorted(outcomes, key=lambda oc: (oc.plan.start, oc.plan.index))
     plans = [oc.plan for oc in outcomes]
     tracks = TrackSet()
     for oc in outcomes:
         tracks.add(oc.diarization)
-    speakers = link_speakers(plans, tracks, options, sample_rate, params)
+    speakers = link_speakers(plans, tracks, options, sample_rate, params, known)
     builder, language = SentenceBuilder(), LanguageVote()
     segments: list[StitchedSegment] = []
     for oc in outcomes:
@@ -319,4 +357,5 @@ def stitch(
         segments=segments + builder.close(),
         turns=speakers.turns,
         notes=speakers.notes,
+        speaker_matches=speakers.matches,
     )

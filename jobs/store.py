@@ -185,6 +185,7 @@ class JobStore:
                 ("events",),
                 ("result",),
                 ("result", "partial"),
+                ("voices",),
                 ("cancel",),
             )
         ]
@@ -254,6 +255,18 @@ class JobStore:
             pipe.append(key, chunk)
             pipe.expire(key, self.result_ttl_s)  # an abandoned partial result expires
             await pipe.execute()
+
+    async def save_voices(self, job_id: str, voices: dict[str, str]) -> None:
+        """Each speaker's voice in a finished job (label -> JSON), for naming it later."""
+        key = self._k("job", job_id, "voices")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            if voices:
+                pipe.hset(key, mapping=voices)
+            await pipe.execute()
+
+    async def voice(self, job_id: str, label: str) -> str | None:
+        return await self.redis.hget(self._k("job", job_id, "voices"), label)
 
     async def result_commit(self, job_id: str) -> None:
         """Publish the result written by result_append, in one step."""

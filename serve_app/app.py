@@ -17,7 +17,7 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.diarizer import Diarizer
 from deployments.transcriber import Transcriber
-from serve_app import routes_jobs, routes_openai
+from serve_app import routes_jobs, routes_openai, routes_speakers
 from serve_app.errors import install_error_handlers, retry_later
 from serve_app.exposure import check_exposure, serve_http_host
 from serve_app.services import Services, get_services, install
@@ -37,6 +37,7 @@ install_error_handlers(api)
 api.add_middleware(BodySizeLimit)
 api.include_router(routes_openai.router)
 api.include_router(routes_jobs.router)
+api.include_router(routes_speakers.router)
 
 
 @api.get("/healthz", summary="Readiness: 200 once models, Redis and the job manager answer")
@@ -103,20 +104,21 @@ class Ingress:
         from jobs.redis_server import resolve_redis_url
         from jobs.storage import AudioStorage
         from jobs.store import JobStore
+        from jobs.voiceprints import SpeakerRegistry
 
         check_exposure(settings, serve_http_host())
         redis_url = resolve_redis_url(settings.redis_url, settings.resolved_data_dir)
+        # Few retries: a request answers 503 soon rather than hang while Redis is down.
+        store = JobStore(redis_url, settings.redis_key_prefix, settings.result_ttl_s, retries=3)
         install(
             Services(
                 settings=settings,
                 transcriber=transcriber,
                 diarizer=diarizer,
-                # Few retries: a request answers 503 soon rather than hang while Redis is down.
-                store=JobStore(
-                    redis_url, settings.redis_key_prefix, settings.result_ttl_s, retries=3
-                ),
+                store=store,
                 storage=AudioStorage(settings.resolved_storage_dir),
                 manager=manager,
+                speakers=SpeakerRegistry(store.redis, settings.redis_key_prefix),
             )
         )
 

@@ -175,10 +175,12 @@ class Runner:
     def submit(self, path: Path) -> dict[str, Any]:
         """Upload ``path`` (streamed from disk) and return the job snapshot."""
         a = self.args
-        fields = {"diarize": "false" if a.no_diarize else "true"}
+        fields: dict[str, str | list[str]] = {"diarize": "false" if a.no_diarize else "true"}
         for name in ("language", "num_speakers", "min_speakers", "max_speakers", "segment_s"):
             if (value := getattr(a, name)) is not None:
                 fields[name] = str(value)
+        if a.speaker:
+            fields["speakers"] = list(a.speaker)  # repeated form fields
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         headers = {"Idempotency-Key": uuid.uuid4().hex}  # makes the 429 retry below safe
         for attempt in range(SUBMIT_ATTEMPTS):
@@ -360,6 +362,19 @@ def transcribe(args: argparse.Namespace) -> int:
     return max(codes, default=EXIT_OK)
 
 
+def add_connection_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("SPEECH_URL", "http://127.0.0.1:8000"),
+        help="server base URL (env SPEECH_URL; default %(default)s)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("SPEECH_API_KEY"),
+        help="bearer key (env SPEECH_API_KEY)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``speech-cluster`` argument parser."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -374,16 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         "transcribe", help="transcribe files or folders", epilog=EPILOG, formatter_class=fmt
     )
     t.add_argument("paths", nargs="+", metavar="PATH", help="audio/video file or folder")
-    t.add_argument(
-        "--url",
-        default=os.environ.get("SPEECH_URL", "http://127.0.0.1:8000"),
-        help="server base URL (env SPEECH_URL; default %(default)s)",
-    )
-    t.add_argument(
-        "--api-key",
-        default=os.environ.get("SPEECH_API_KEY"),
-        help="bearer key (env SPEECH_API_KEY)",
-    )
+    add_connection_args(t)
     t.add_argument(
         "-f", "--format", action="append", help=f"{'|'.join(FORMATS)}; repeat or comma list"
     )
@@ -394,10 +400,19 @@ def build_parser() -> argparse.ArgumentParser:
     for opt in ("--num-speakers", "--min-speakers", "--max-speakers"):
         t.add_argument(opt, type=int, metavar="N", help="speaker count hint for diarization")
     t.add_argument("--segment-s", type=float, help="segment length in seconds")
+    t.add_argument(
+        "--speaker",
+        action="append",
+        metavar="NAME",
+        help="an enrolled speaker (name or id) to name in the transcript; repeatable",
+    )
     t.add_argument("--no-wait", action="store_true", help="submit and print job ids")
     t.add_argument("--timeout", type=float, help="seconds to wait for each job (default: none)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
     t.set_defaults(func=transcribe)
+    from serve_app.cli_speakers import add_speakers_parser
+
+    add_speakers_parser(sub)
     return parser
 
 

@@ -295,6 +295,7 @@ def _verbose(result: JobResult, granularities: Sequence[str]) -> dict:
                 "compression_ratio": _compression_ratio(s.text),
                 "no_speech_prob": 0.0,  # segments are built from recognised words
             }
+            | ({"speaker": s.speaker} if s.speaker else {})
             for i, s in enumerate(result.segments)
         ]
     if "word" in granularities:

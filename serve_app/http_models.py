@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-from jobs.records import JobOptions, JobRecord
+from jobs.records import JobRecord
 
 
 class ErrorDetail(BaseModel):
@@ -32,7 +33,9 @@ class JobSnapshot(BaseModel):
     duration: float | None = Field(description="Audio length in seconds.")
     error: ErrorDetail | None
     filename: str | None = None
-    options: JobOptions | None = None
+    options: dict[str, Any] | None = Field(
+        None, description="The job's options; known speakers by id and name only."
+    )
     created_at: float | None = None
     updated_at: float | None = None
     started_at: float | None = None
@@ -66,7 +69,7 @@ def snapshot(record: JobRecord, detail: bool = True) -> JobSnapshot:
     extra = (
         {
             "filename": record.filename,
-            "options": record.options,
+            "options": record.options.public(),
             "created_at": record.created_at,
             "updated_at": record.updated_at,
             "started_at": record.started_at,

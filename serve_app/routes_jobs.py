@@ -153,8 +153,15 @@ async def submit_job(
     word_timestamps: Annotated[bool, Form()] = True,
     segment_s: Annotated[float | None, Form(description="Target segment length (s)")] = None,
     webhook_url: Annotated[str | None, Form(description="POSTed the summary when done")] = None,
+    speakers: Annotated[
+        list[str] | None,
+        Form(description="Enrolled speakers (ids or names) to name in the transcript; repeat"),
+    ] = None,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobSnapshot:
+    from serve_app.routes_speakers import enrolled_speakers
+
+    known = await enrolled_speakers(services, owner, speakers)
     options = job_options(
         diarize=diarize,
         language=language,
@@ -164,6 +171,7 @@ async def submit_job(
         word_timestamps=word_timestamps,
         segment_s=segment_s,
         webhook_url=webhook_url,
+        known_speakers=known,
     )
     record = await create_job(services, file, options, owner, idempotency_key)
     body = snapshot(record)

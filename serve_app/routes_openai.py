@@ -100,9 +100,17 @@ async def create_transcription(
     timestamp_granularities: Annotated[
         list[Literal["word", "segment"]] | None, Form(alias="timestamp_granularities[]")
     ] = None,
+    known_speaker_names: Annotated[
+        list[str] | None, Form(alias="known_speaker_names[]", description="Names, one per...")
+    ] = None,
+    known_speaker_references: Annotated[
+        list[str] | None,
+        Form(alias="known_speaker_references[]", description="...2-10 s sample (data URL)"),
+    ] = None,
 ) -> Response:
     from serve_app.formats import render_openai
     from serve_app.routes_jobs import check_language, create_job, job_options
+    from serve_app.routes_speakers import reference_speakers
 
     if model not in services.served_models:
         raise ApiError(
@@ -112,7 +120,14 @@ async def create_transcription(
         )
     await check_language(services, language)
     granularities = tuple(timestamp_granularities or ("segment",))
-    diarize = response_format == "diarized_json"
+    known = await reference_speakers(services, known_speaker_names, known_speaker_references)
+    if known and response_format not in ("json", "verbose_json", "diarized_json"):
+        raise ApiError(
+            422,
+            "invalid_parameter",
+            "known_speaker_names[]: speakers are named in diarized_json, json and verbose_json",
+        )
+    diarize = response_format == "diarized_json" or bool(known)
     words = response_format not in ("json", "text")
     audio = None
     if not diarize and (file.size or 0) <= DIRECT_DECODE_MAX_BYTES:
@@ -127,7 +142,11 @@ async def create_transcription(
         # Long or diarized audio takes the job path: split, fanned out, stitched.
         await file.seek(0)
         options = job_options(
-            language=language, initial_prompt=prompt, diarize=diarize, word_timestamps=True
+            language=language,
+            initial_prompt=prompt,
+            diarize=diarize,
+            word_timestamps=True,
+            known_speakers=known,
         )
         submitted = await create_job(services, file, options, owner)
         timeout = max(600.0, 2 * (submitted.duration or 0))

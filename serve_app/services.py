@@ -23,6 +23,7 @@ class Services:
     store: Any = None  # jobs.store.JobStore
     storage: Any = None  # jobs.storage.AudioStorage
     manager: Any = None  # DeploymentHandle of jobs.manager.JobManager
+    speakers: Any = None  # jobs.voiceprints.SpeakerRegistry
     languages: list[str] | None = None  # the served model's, asked once
 
     async def model_languages(self) -> list[str]:

@@ -390,6 +390,9 @@ class _MemorySink:
     async def result_commit(self, job_id):
         self.result, self.partial = self.partial, None
 
+    async def save_voices(self, job_id, voices):
+        self.voices = voices
+
 
 @pytest.mark.parametrize("diarized", [True, False])
 def test_streamed_stitching_writes_what_stitch_returns(voices, monkeypatch, diarized):

@@ -1,0 +1,290 @@
+"""Known speakers: voiceprints enrolled once, then matched to a job's speakers by name.
+
+A voiceprint is the speech-weighted centroid of the CAM++ embeddings of a person's samples
+(or of a speaker of a finished job). After a job's speakers are linked, each global speaker's
+centroid is compared with the enrolled voiceprints the job asked for; an optimal one-to-one
+assignment (Hungarian) names at most one speaker per person and each person at most once,
+and only pairs at least MATCH_THRESHOLD similar count. An unmatched voice keeps an anonymous
+label and an absent person's name never appears.
+
+Profiles live in Redis, scoped to the API key that enrolled them, and hold no audio.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from scipy.optimize import linear_sum_assignment
+
+from deployments.schemas import VoiceSample
+
+# Cosine similarity between a voiceprint and a job speaker's centroid above which they are
+# one person. Calibrated on real voices (docs/BENCHMARKS.md, "Known speakers").
+MATCH_THRESHOLD = 0.66
+# Samples of one enrollment must be at least this similar to each other. Short samples vary:
+# on real voices (2 samples of 4-10 s) one person's pairs gave 0.36-0.87 (median 0.76) and
+# two people's 0.02-0.70 (median 0.33), so this only catches clearly different voices.
+SAMPLES_AGREE = 0.3
+MIN_SAMPLE_SPEECH_S = 1.0  # per sample
+MIN_TOTAL_SPEECH_S = 1.5  # over all samples of one enrollment
+# A second voice this long, this large a share of the main voice's speech and less similar
+# than this makes a sample "two voices". The diarizer can split one person's short sample:
+# on real voices such a split gave 1.2 s (28 %) at similarity 0.43, while 13 samples of two
+# people gave 0.18-0.46; only the main voice's embedding is used, so a small second voice
+# is tolerated rather than a clean sample refused.
+SECOND_VOICE_S = 1.5
+SECOND_VOICE_SHARE = 0.3
+SECOND_VOICE_SIM = 0.5
+MAX_KNOWN_SPEAKERS = 10
+NAME_RE = re.compile(r"^(?!SPEAKER_\d+$)[^\x00-\x1f/]{1,64}$")
+ANONYMOUS = "SPEAKER_{:02d}"
+
+
+class EnrollmentRejected(ValueError):
+    """A sample or name that cannot make a voiceprint; `code` and one plain line."""
+
+    def __init__(self, code: str, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+class KnownSpeaker(BaseModel):
+    """A voiceprint a job matches against (a snapshot taken at submit)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str | None = None  # None: a reference sent with the request, not enrolled
+    name: str = Field(min_length=1, max_length=64)
+    embedding: list[float] = Field(min_length=16, max_length=4096)
+
+
+class SpeakerMatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    speaker: str  # the label used in the transcript: the person's name, or SPEAKER_xx
+    speaker_id: str | None = None  # the enrolled speaker's id when matched to one
+    similarity: float | None = None  # to the matched voiceprint, else to the closest one
+
+    @field_validator("similarity")
+    @classmethod
+    def _round(cls, v: float | None) -> float | None:
+        return None if v is None else round(v, 4)
+
+
+class SpeakerProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    name: str
+    owner: str | None = None
+    embedding: list[float]
+    samples: int
+    speech_s: float
+    source: str  # "samples" or "job:{id}/{label}"
+    created_at: float = Field(default_factory=time.time)
+
+    def public(self) -> dict:
+        """What callers see: no embedding, no owner."""
+        fields = {"id", "name", "samples", "speech_s", "source", "created_at"}
+        return self.model_dump(include=fields)
+
+    def known(self) -> KnownSpeaker:
+        return KnownSpeaker(id=self.id, name=self.name, embedding=self.embedding)
+
+
+def check_name(name: str) -> str:
+    name = name.strip()
+    if not NAME_RE.match(name):
+        raise EnrollmentRejected(
+            "invalid_name",
+            "name: 1-64 printable characters without '/', and not an anonymous label "
+            "such as SPEAKER_00",
+        )
+    return name
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 else v
+
+
+def voiceprint(
+    samples: list[VoiceSample], names: list[str] | None = None
+) -> tuple[list[float], float]:
+    """The voiceprint of one person's samples, and its seconds of speech.
+
+    Raises EnrollmentRejected naming the sample at fault: no speech, too little speech, a
+    second voice, or a sample that does not sound like the others.
+    """
+    names = names or [f"sample {i + 1}" for i in range(len(samples))]
+    if not samples:
+        raise EnrollmentRejected("no_samples", "give at least one audio sample")
+    for name, s in zip(names, samples, strict=True):
+        if s.speech_s <= 0 or not s.embedding:
+            raise EnrollmentRejected("no_speech", f"{name}: no speech was found in it")
+        if s.speech_s < MIN_SAMPLE_SPEECH_S:
+            raise EnrollmentRejected(
+                "sample_too_short",
+                f"{name}: {s.speech_s:.1f} s of speech; each sample needs at least "
+                f"{MIN_SAMPLE_SPEECH_S:g} s",
+            )
+        similar = s.other_similarity is not None and s.other_similarity >= SECOND_VOICE_SIM
+        if s.other_speech_s >= max(SECOND_VOICE_S, SECOND_VOICE_SHARE * s.speech_s) and not similar:
+            raise EnrollmentRejected(
+                "two_voices",
+                f"{name}: holds two voices ({s.speech_s:.1f} s and {s.other_speech_s:.1f} s); "
+                "give samples of one person speaking alone",
+            )
+    total = sum(s.speech_s for s in samples)
+    if total < MIN_TOTAL_SPEECH_S:
+        raise EnrollmentRejected(
+            "too_short",
+            f"the samples hold {total:.1f} s of speech; give at least {MIN_TOTAL_SPEECH_S:g} s "
+            "in all (2-10 s per sample works well)",
+        )
+    vectors = np.stack([_unit(np.asarray(s.embedding, dtype=np.float64)) for s in samples])
+    weights = np.asarray([s.speech_s for s in samples])
+    if len(samples) > 1:
+        for i, name in enumerate(names):
+            others = np.delete(np.arange(len(samples)), i)
+            rest = _unit((vectors[others] * weights[others, None]).sum(axis=0))
+            if float(vectors[i] @ rest) < SAMPLES_AGREE:
+                raise EnrollmentRejected(
+                    "samples_disagree",
+                    f"{name}: does not sound like the other samples; give samples of one person",
+                )
+    centroid = _unit((vectors * weights[:, None]).sum(axis=0))
+    return np.round(centroid, 5).tolist(), round(total, 3)
+
+
+def assign(
+    centroids: dict[str, np.ndarray], known: list[KnownSpeaker], threshold: float = MATCH_THRESHOLD
+) -> dict[str, tuple[KnownSpeaker, float]]:
+    """Job speaker label -> (known speaker, similarity), one to one, similarity >= threshold."""
+    labels = list(centroids)
+    if not labels or not known:
+        return {}
+    a = np.stack([_unit(np.asarray(centroids[k], dtype=np.float64)) for k in labels])
+    b = np.stack([_unit(np.asarray(p.embedding, dtype=np.float64)) for p in known])
+    sim = a @ b.T
+    # Pairs under the threshold may not be chosen at all, so they cannot crowd out good ones.
+    cost = np.where(sim >= threshold, -sim, 1e3)
+    rows, cols = linear_sum_assignment(cost)
+    return {
+        labels[r]: (known[c], float(sim[r, c]))
+        for r, c in zip(rows, cols, strict=True)
+        if sim[r, c] >= threshold
+    }
+
+
+def closest(centroid: np.ndarray, known: list[KnownSpeaker]) -> float | None:
+    if not known:
+        return None
+    b = np.stack([_unit(np.asarray(p.embedding, dtype=np.float64)) for p in known])
+    return float(np.max(b @ _unit(np.asarray(centroid, dtype=np.float64))))
+
+
+class NameTaken(EnrollmentRejected):
+    def __init__(self, name: str) -> None:
+        super().__init__("name_taken", f"name: a speaker named {name!r} already exists", 409)
+
+
+_CREATE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3])
+return 1
+"""
+
+
+class SpeakerRegistry:
+    """Enrolled speakers in Redis: `speaker:{id}` (JSON profile) and, per owner,
+    `speakers:{owner}` (name -> id), so names are unique per API key."""
+
+    def __init__(self, redis, prefix: str) -> None:
+        self.redis, self.prefix = redis, prefix
+        self._create = redis.register_script(_CREATE)
+
+    def _k(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def _names(self, owner: str | None) -> str:
+        return self._k("speakers", owner or "-")
+
+    async def create(self, profile: SpeakerProfile) -> SpeakerProfile:
+        keys = [self._names(profile.owner), self._k("speaker", profile.id)]
+        args = [profile.name, profile.id, profile.model_dump_json()]
+        if not await self._create(keys=keys, args=args):
+            raise NameTaken(profile.name)
+        return profile
+
+    async def get(self, owner: str | None, speaker_id: str) -> SpeakerProfile | None:
+        raw = await self.redis.get(self._k("speaker", speaker_id))
+        profile = SpeakerProfile.model_validate_json(raw) if raw else None
+        return profile if profile and profile.owner == owner else None
+
+    async def list(self, owner: str | None) -> list[SpeakerProfile]:
+        ids = await self.redis.hvals(self._names(owner))
+        raws = await self.redis.mget([self._k("speaker", i) for i in ids]) if ids else []
+        profiles = [SpeakerProfile.model_validate_json(r) for r in raws if r]
+        return sorted(profiles, key=lambda p: p.name.lower())
+
+    async def delete(self, owner: str | None, speaker_id: str) -> bool:
+        profile = await self.get(owner, speaker_id)
+        if profile is None:
+            return False
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._k("speaker", speaker_id))
+            pipe.hdel(self._names(owner), profile.name)
+            await pipe.execute()
+        return True
+
+    async def resolve(self, owner: str | None, refs: list[str]) -> list[KnownSpeaker]:
+        """Enrolled speakers by id or name (the caller's own); unknown ones are a 422."""
+        out: dict[str, KnownSpeaker] = {}
+        for ref in refs:
+            ref = ref.strip()
+            speaker_id = await self.redis.hget(self._names(owner), ref)
+            profile = await self.get(owner, speaker_id or ref)
+            if profile is None:
+                raise EnrollmentRejected(
+                    "unknown_speaker", f"speakers: no enrolled speaker {ref!r} (id or name)"
+                )
+            out[profile.id] = profile.known()
+        if len(out) > MAX_KNOWN_SPEAKERS:
+            raise EnrollmentRejected(
+                "too_many_speakers", f"speakers: at most {MAX_KNOWN_SPEAKERS} per request"
+            )
+        return list(out.values())
+
+
+def new_profile(
+    name: str,
+    owner: str | None,
+    embedding: list[float],
+    samples: int,
+    speech_s: float,
+    source: str,
+) -> SpeakerProfile:
+    return SpeakerProfile(
+        id=f"spk_{uuid.uuid4().hex[:20]}",
+        name=check_name(name),
+        owner=owner,
+        embedding=embedding,
+        samples=samples,
+        speech_s=speech_s,
+        source=source,
+    )
+
+
+def job_voice(raw: str | None) -> tuple[list[float], float] | None:
+    """A finished job's stored voice (jobs.result_writer): (embedding, seconds of speech)."""
+    if not raw:
+        return None
+    data = json.loads(raw)
+    return data["embedding"], float(data["speech_s"])
