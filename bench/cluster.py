@@ -140,6 +140,7 @@ class ProcPeak:
     start_rss: int
     peak_rss: int = 0
     peak_uss: int = 0
+    peak_anon: int = 0  # anonymous memory: the heap, without object-store (shm) pages
 
 
 class RssSampler:
@@ -147,7 +148,9 @@ class RssSampler:
 
     Only descendants of this process are looked at (our raylet's workers), so another Ray
     cluster on the machine is never measured. RSS also counts object-store pages a process
-    touched (shared memory); USS is its private memory.
+    touched (shared memory); USS is its private memory, which still counts object-store pages
+    only this process touched; "anon" (Anonymous in /proc/PID/smaps_rollup) is the process's
+    own heap and stacks, without any shared-memory pages.
     """
 
     def __init__(self, prefixes=("ray::ServeReplica:",), interval_s=0.5):
@@ -181,3 +184,16 @@ class RssSampler:
                 peak = self.peaks.setdefault(proc.pid, ProcPeak(title[5:], info.rss))
                 peak.peak_rss = max(peak.peak_rss, info.rss)
                 peak.peak_uss = max(peak.peak_uss, info.uss)
+                peak.peak_anon = max(peak.peak_anon, _anonymous(proc.pid))
+
+
+def _anonymous(pid: int) -> int:
+    """Bytes of anonymous memory of a process (0 where smaps_rollup is unreadable)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Anonymous:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

@@ -7,10 +7,12 @@ into the next), real speech (bench.common.real_speech, repeated past ~1 h) is se
 Ogg/Opus, as long recordings usually are, to POST /v1/jobs, and while it runs the
 `ray::ServeReplica:...` processes (the job manager is one) of this cluster are sampled with
 psutil every 0.5 s. RSS includes object-store pages a process touched (shared memory that
-Ray reclaims); USS is the process's private memory. The manager streams audio from disk and
-stitches segment by segment, so its peak should not grow with the recording; compare with
-the float32 size of the audio, shown per size. The last column is each peak over the same
-process's peak at the first length. (`max_job_duration_s` is 4 h, hence 239 min.)
+Ray reclaims); USS is the process's private memory, which still counts object-store pages
+only it touched; anon is its heap and stacks alone (bench.cluster.RssSampler). The manager
+streams audio from disk and stitches segment by segment, so its peak should not grow with
+the recording; compare with the float32 size of the audio, shown per size. The last column
+is each anon peak over the same process's at the first length. (`max_job_duration_s` is
+4 h, hence 239 min.)
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def measure(minutes: float, tmp: Path, args: argparse.Namespace) -> list[list]:
             peak.start_rss / MIB,
             peak.peak_rss / MIB,
             peak.peak_uss / MIB,
+            peak.peak_anon / MIB,
             run.status,
         ]
         for pid, peak in sorted(sampler.peaks.items(), key=lambda kv: (kv[1].title, kv[0]))
@@ -96,9 +99,9 @@ def main() -> int:
         for minutes in args.minutes:
             rows += measure(minutes, tmp, args)
     first: dict[str, float] = {}
-    for row in rows:  # peak USS over the first length's, per process kind
-        first.setdefault(row[2], row[6])
-        row.append(row[6] / first[row[2]])
+    for row in rows:  # peak anonymous memory over the first length's, per process kind
+        first.setdefault(row[2], row[7])
+        row.append(row[7] / first[row[2]])
     headers = [
         "audio min",
         "audio MiB (f32)",
@@ -107,8 +110,9 @@ def main() -> int:
         "start RSS MiB",
         "peak RSS MiB",
         "peak USS MiB",
+        "peak anon MiB",
         "job",
-        "USS vs first length",
+        "anon vs first length",
     ]
     title = (
         f"Peak memory per process (diarize={not args.no_diarize}, "

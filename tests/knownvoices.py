@@ -54,6 +54,7 @@ class NamingRates:
     impostor: float  # never enrolled: share of their labelled speech under an enrolled name
     absent_named: list[str]  # enrolled, absent, yet named somewhere
     per_voice: dict[str, tuple[float, float]]  # voice -> (labelled s, of which right/wrong s)
+    majority: dict[str, str]  # voice -> the label covering most of its speech
 
 
 def naming_rates(
@@ -72,6 +73,7 @@ def naming_rates(
     names = set(enrolled.values())
     labelled: dict[str, float] = defaultdict(float)
     scored: dict[str, float] = defaultdict(float)
+    by_label: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     starts = np.array([t[0] for t in turns])
     order = np.argsort(starts)
     turns = [turns[i] for i in order]
@@ -83,6 +85,7 @@ def naming_rates(
             if overlap <= 0:
                 continue
             labelled[voice] += overlap
+            by_label[voice][who] += overlap
             if voice in enrolled:
                 scored[voice] += overlap if who == enrolled[voice] else 0.0
             else:
@@ -101,4 +104,5 @@ def naming_rates(
         impostor=share(others),
         absent_named=[n for n in absent if n in said],
         per_voice={v: (labelled[v], scored[v]) for v in sorted(present)},
+        majority={v: max(by_label[v], key=by_label[v].get) for v in by_label},
     )
