@@ -3,7 +3,8 @@ a small queue, its own manager. Real Ray Serve, Redis and weights.
 
 Covers issue 11 items 1 (keys, scoped listing), 3 (per-job webhook secret), 5 (a manager
 per application that redeploys and shuts down with it) and the load run with a small
-queue (429 + Retry-After under real concurrency, every refused submission retried).
+queue (429 + Retry-After under real concurrency, every refused submission retried), and
+issue 13's per-key enrolled speakers.
 """
 
 from __future__ import annotations
@@ -121,6 +122,42 @@ def test_keys_are_required_and_each_key_sees_only_its_jobs(keyed, clip, http):
         assert wer(JFK_TEXT, text) <= 0.05
     # The keyless session app is another application with its own jobs.
     assert job_id not in {j["id"] for j in http.get("/v1/jobs").json()["data"]}
+
+
+def test_enrolled_speakers_belong_to_the_key_that_enrolled_them(keyed, clip):
+    import io
+
+    import soundfile as sf
+
+    from tests.knownvoices import enrollment_samples
+
+    url, _ = keyed
+
+    def sample() -> bytes:
+        buf = io.BytesIO()
+        audio = enrollment_samples("it_carlo", None, samples=1, seed=41)[0]
+        sf.write(buf, audio, 16000, format="WAV", subtype="PCM_16")
+        return buf.getvalue()
+
+    files = [("file", ("carlo.wav", sample(), "audio/wav"))]
+    with _client(url, ALPHA) as alpha, _client(url, BETA) as beta:
+        r = alpha.post("/v1/speakers", data={"name": "Carlo"}, files=files)
+        assert r.status_code == 201, r.text
+        carlo = r.json()["id"]
+        try:
+            assert [s["id"] for s in alpha.get("/v1/speakers").json()["data"]] == [carlo]
+            assert beta.get("/v1/speakers").json()["data"] == []
+            assert beta.get(f"/v1/speakers/{carlo}").status_code == 404
+            assert beta.delete(f"/v1/speakers/{carlo}").status_code == 404
+            for ref in ("Carlo", carlo):
+                r = _submit(beta, clip, diarize="true", speakers=ref)
+                assert (r.status_code, r.json()["error"]["code"]) == (422, "unknown_speaker")
+            # Names are per key: another key may use the same one.
+            r = beta.post("/v1/speakers", data={"name": "Carlo"}, files=files)
+            assert r.status_code == 201, r.text
+            assert beta.delete(f"/v1/speakers/{r.json()['id']}").status_code == 200
+        finally:
+            assert alpha.delete(f"/v1/speakers/{carlo}").status_code == 200
 
 
 def test_webhooks_are_signed_with_a_per_job_secret_returned_at_submit(keyed, clip):
