@@ -8,12 +8,14 @@ Layout (prefix `sc:`):
   job:{id}:lease      the runner that owns the job (token, expiring; renewed while it runs)
   job:{id}:webhook    the job's webhook delivery (jobs/outbox.py)
   job:{id}:events     stream of progress snapshots (SSE reads it; nothing is lost between polls)
-  job:{id}:result     JSON JobResult
+  job:{id}:result     JSON JobResult (written as job:{id}:result:partial, then renamed)
+  job:{id}:voices     hash  speaker label -> its voice, for enrolling it later
   jobs:active         set of non-terminal job ids (resumed on manager start)
   jobs:created        zset id -> created_at;  jobs:owner:{owner} the same per API key
   jobs:finished       zset id -> finished_at (retention janitor)
   idem:{owner}:{key}  job id for an Idempotency-Key
   webhooks:outbox     zset id -> when its webhook is next due
+  speaker:{id}, speakers:{owner}   enrolled voices (jobs/voiceprints.py)
 """
 
 from __future__ import annotations

@@ -120,13 +120,14 @@ async def create_transcription(
         )
     await check_language(services, language)
     granularities = tuple(timestamp_granularities or ("segment",))
-    known = await reference_speakers(services, known_speaker_names, known_speaker_references)
-    if known and response_format not in ("json", "verbose_json", "diarized_json"):
+    wants_names = bool(known_speaker_names or known_speaker_references)
+    if wants_names and response_format not in ("json", "verbose_json", "diarized_json"):
         raise ApiError(
             422,
             "invalid_parameter",
             "known_speaker_names[]: speakers are named in diarized_json, json and verbose_json",
         )
+    known = await reference_speakers(services, known_speaker_names, known_speaker_references)
     diarize = response_format == "diarized_json" or bool(known)
     words = response_format not in ("json", "text")
     audio = None
