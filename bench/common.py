@@ -227,6 +227,21 @@ def load_core(settings, threads: int, batch_size: int | None = None):
     )
 
 
+def traced(fn: Callable[[], Any]) -> tuple[Any, int, float]:
+    """(result, peak bytes of Python allocations, seconds) of one call of `fn`."""
+    import tracemalloc
+
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        result = fn()
+        elapsed = time.perf_counter() - t0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, peak, elapsed
+
+
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     t0 = time.perf_counter()
     out = fn()

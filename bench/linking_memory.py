@@ -13,15 +13,14 @@ at ClusterParams.max_items pieces, so memory should grow linearly beyond that.
 from __future__ import annotations
 
 import sys
-import time
-import tracemalloc
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MIB, log, make_parser, table, write_json
+from bench.common import MIB, log, make_parser, table, traced, write_json
 
 
 def segment_tracks(minutes: float = 10.0) -> list[list]:
@@ -69,12 +68,7 @@ def main() -> int:
     for hours in args.hours:
         segments = repeated(base, round(hours * 3600 / seconds_per_segment), rng)
         pieces = sum(len(s) for s in segments)
-        tracemalloc.start()
-        t0 = time.perf_counter()
-        labels = cluster_tracks(segments)
-        elapsed = time.perf_counter() - t0
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        labels, peak, elapsed = traced(partial(cluster_tracks, segments))
         found = len({x for seg in labels for x in seg})
         rows.append(
             [hours, len(segments), pieces, peak / MIB, peak / pieces / 1024, elapsed, found]

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
-import tracemalloc
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MIB, log, make_parser, table, write_json
+from bench.common import MIB, log, make_parser, table, traced, write_json
 
 SEG_S, WORDS, DIM, VOICES = 30.0, 75, 192, 4
 
@@ -152,12 +151,7 @@ def main() -> int:
         plans, ckpt = checkpoints(hours, np.random.default_rng(0))
         for diarize in (False, True):
             for name, fn in (("in memory", in_memory), ("streamed", streamed)):
-                tracemalloc.start()
-                t0 = time.perf_counter()
-                size = fn(plans, ckpt, diarize)
-                elapsed = time.perf_counter() - t0
-                _, peak = tracemalloc.get_traced_memory()
-                tracemalloc.stop()
+                size, peak, elapsed = traced(partial(fn, plans, ckpt, diarize))
                 rows.append([hours, len(plans), diarize, name, peak / MIB, size / MIB, elapsed])
                 log(f"{hours} h diarize={diarize} {name}: peak {peak / MIB:.1f} MiB")
     headers = ["hours", "segments", "diarized", "stitching", "peak MiB", "result MiB", "seconds"]

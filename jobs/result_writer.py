@@ -2,9 +2,9 @@
 
 The job manager's memory must not grow with the recording. Pass 1 reads only the speaker
 tracks (about 1 KiB each) and links speakers; pass 2 reads one segment's transcription at a
-time, attributes its words and appends the sentence segments it finishes to the result, in
-chunks. Nothing holds every word at once, and the result appears under its key in one step
-(a rename) only when complete.
+time, attributes its words (jobs.stitch.Stitcher, as `stitch` does) and appends the
+sentence segments it finishes to the result, in chunks. Nothing holds every word at once,
+and the result appears under its key in one step (a rename) only when complete.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from deployments.schemas import Diarization, DiarizeOptions, Transcription
 from jobs.speaker_linking import TrackSet
 from jobs.splitter import SegmentPlan
-from jobs.stitch import JobResult, LanguageVote, SentenceBuilder, link_speakers, segment_words
+from jobs.stitch import StitchedSegment, Stitcher, link_speakers
 from jobs.voiceprints import KnownSpeaker
 
 CHUNK_CHARS = 256 * 1024  # append to Redis in pieces about this size
@@ -102,27 +102,19 @@ async def stitch_to_store(
     await store.result_reset(job_id)  # a partial result of an interrupted run
     out = _Writer(store, job_id)
     await out.write('{"segments":[')
-    builder, language, first = SentenceBuilder(), LanguageVote(), True
-    for plan in plans:
-        raw = await _load(store, job_id, f"{plan.key}:t")
-        transcription = Transcription.model_validate_json(raw)
-        words = segment_words(plan, transcription, sample_rate)
-        speakers.attribute(words)
-        language.add(plan, transcription)
-        for segment in builder.add(words):
+    stitcher, first = Stitcher(speakers, sample_rate), True
+
+    async def emit(segments: list[StitchedSegment]) -> None:
+        nonlocal first
+        for segment in segments:
             await out.write(("" if first else ",") + segment.model_dump_json())
             first = False
-    for segment in builder.close():
-        await out.write(("" if first else ",") + segment.model_dump_json())
-    rest = JobResult(
-        duration=duration,
-        language=language.result(),
-        speakers=speakers.names,
-        segments=[],
-        turns=speakers.turns,
-        notes=speakers.notes,
-        speaker_matches=speakers.matches,
-    ).model_dump(mode="json", exclude={"segments"})
+
+    for plan in plans:
+        raw = await _load(store, job_id, f"{plan.key}:t")
+        await emit(stitcher.add(plan, Transcription.model_validate_json(raw)))
+    await emit(stitcher.close())
+    rest = stitcher.result(duration, []).model_dump(mode="json", exclude={"segments"})
     await out.write("]," + json.dumps(rest, separators=(",", ":"))[1:])
     await out.flush()
     await store.result_commit(job_id)

@@ -7,8 +7,8 @@ one speaker.
 
 It works in two passes so a job's words never need to be in memory at once: `link_speakers`
 needs only the speaker tracks (small, linear in segments); then each segment's words are
-attributed and fed, in time order, to a `SentenceBuilder`, whose finished segments can be
-written out as they come (jobs.result_writer). `stitch` runs both passes in memory.
+attributed and fed, in time order, to a `Stitcher`, whose finished segments can be written
+out as they come (jobs.result_writer). `stitch` runs both passes in memory.
 """
 
 from __future__ import annotations
@@ -315,6 +315,37 @@ class LanguageVote:
         return votes.most_common(1)[0][0] if votes else None
 
 
+class Stitcher:
+    """The second pass: each segment's transcription, fed in time order, has its words put in
+    global time and attributed to speakers; finished sentence segments come back at once."""
+
+    def __init__(self, speakers: Speakers, sample_rate: int = 16000) -> None:
+        self.speakers, self.sample_rate = speakers, sample_rate
+        self._builder, self._language = SentenceBuilder(), LanguageVote()
+
+    def add(self, plan: SegmentPlan, transcription: Transcription) -> list[StitchedSegment]:
+        words = segment_words(plan, transcription, self.sample_rate)
+        self.speakers.attribute(words)
+        self._language.add(plan, transcription)
+        return self._builder.add(words)
+
+    def close(self) -> list[StitchedSegment]:
+        """The last segment, after the last transcription."""
+        return self._builder.close()
+
+    def result(self, duration: float, segments: list[StitchedSegment]) -> JobResult:
+        s = self.speakers
+        return JobResult(
+            duration=duration,
+            language=self._language.result(),
+            speakers=s.names,
+            segments=segments,
+            turns=s.turns,
+            notes=s.notes,
+            speaker_matches=s.matches,
+        )
+
+
 def stitch(
     outcomes: list[SegmentOutcome],
     duration: float,
@@ -343,19 +374,6 @@ def stitch(
     for oc in outcomes:
         tracks.add(oc.diarization)
     speakers = link_speakers(plans, tracks, options, sample_rate, params, known)
-    builder, language = SentenceBuilder(), LanguageVote()
-    segments: list[StitchedSegment] = []
-    for oc in outcomes:
-        words = segment_words(oc.plan, oc.transcription, sample_rate)
-        speakers.attribute(words)
-        language.add(oc.plan, oc.transcription)
-        segments += builder.add(words)
-    return JobResult(
-        duration=duration,
-        language=language.result(),
-        speakers=speakers.names,
-        segments=segments + builder.close(),
-        turns=speakers.turns,
-        notes=speakers.notes,
-        speaker_matches=speakers.matches,
-    )
+    stitcher = Stitcher(speakers, sample_rate)
+    segments = [seg for oc in outcomes for seg in stitcher.add(oc.plan, oc.transcription)]
+    return stitcher.result(duration, segments + stitcher.close())

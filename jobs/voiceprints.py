@@ -108,6 +108,16 @@ def check_name(name: str) -> str:
     return name
 
 
+def _units(vectors) -> np.ndarray:
+    """Rows of unit length (float64), one per vector."""
+    return np.stack([_unit(np.asarray(v, dtype=np.float64)) for v in vectors])
+
+
+def _similarity(vectors, known: list[KnownSpeaker]) -> np.ndarray:
+    """Cosine similarity of each vector (rows) to each known voiceprint (columns)."""
+    return _units(vectors) @ _units([k.embedding for k in known]).T
+
+
 def _unit(v: np.ndarray) -> np.ndarray:
     norm = float(np.linalg.norm(v))
     return v / norm if norm > 0 else v
@@ -147,7 +157,7 @@ def voiceprint(
             f"the samples hold {total:.1f} s of speech; give at least {MIN_TOTAL_SPEECH_S:g} s "
             "in all (2-10 s per sample works well)",
         )
-    vectors = np.stack([_unit(np.asarray(s.embedding, dtype=np.float64)) for s in samples])
+    vectors = _units([s.embedding for s in samples])
     weights = np.asarray([s.speech_s for s in samples])
     if len(samples) > 1:
         for i, name in enumerate(names):
@@ -169,9 +179,7 @@ def assign(
     labels = list(centroids)
     if not labels or not known:
         return {}
-    a = np.stack([_unit(np.asarray(centroids[k], dtype=np.float64)) for k in labels])
-    b = np.stack([_unit(np.asarray(p.embedding, dtype=np.float64)) for p in known])
-    sim = a @ b.T
+    sim = _similarity([centroids[k] for k in labels], known)
     # Pairs under the threshold may not be chosen at all, so they cannot crowd out good ones.
     cost = np.where(sim >= threshold, -sim, 1e3)
     rows, cols = linear_sum_assignment(cost)
@@ -185,8 +193,7 @@ def assign(
 def closest(centroid: np.ndarray, known: list[KnownSpeaker]) -> float | None:
     if not known:
         return None
-    b = np.stack([_unit(np.asarray(p.embedding, dtype=np.float64)) for p in known])
-    return float(np.max(b @ _unit(np.asarray(centroid, dtype=np.float64))))
+    return float(_similarity([centroid], known).max())
 
 
 class NameTaken(EnrollmentRejected):
