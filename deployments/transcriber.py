@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,16 @@ from deployments.schemas import TranscribeOptions, Transcription
 
 log = logging.getLogger(__name__)
 
+DEFAULT_DEPLOYMENT = "Transcriber"
+
+
+def deployment_name(model: str | None, default: str) -> str:
+    """The Serve deployment serving `model`: `Transcriber` for the default model,
+    `Transcriber-<model>` (e.g. Transcriber-tiny-en) for each other one."""
+    if model is None or model == default:
+        return DEFAULT_DEPLOYMENT
+    return "Transcriber-" + (re.sub(r"[^A-Za-z0-9]+", "-", model).strip("-") or "model")
+
 
 @serve.deployment(
     ray_actor_options={"num_cpus": 1, "num_gpus": 0},
@@ -39,7 +50,7 @@ log = logging.getLogger(__name__)
 class Transcriber:
     def __init__(
         self,
-        model: str = "tiny.en",
+        model: str = "base",
         models_dir: str = "~/.cache/speech-cluster/models",
         allow_downloads: bool = False,
         device: str = "auto",
@@ -86,7 +97,8 @@ class Transcriber:
         """Transcribe 16 kHz mono float32 audio; times are relative to its start."""
         audio = await resolve_audio(audio)
         opts = parse_options(TranscribeOptions, options)
-        self.core.check_language(opts.language)  # rejected alone, before it joins a batch
+        # Rejected alone, before it joins a batch.
+        self.core.check_language(opts.language, opts.task)
         result = await self._batched(audio, opts)
         if isinstance(result, Exception):  # this request's own failure, not its batch's
             raise result
@@ -105,6 +117,7 @@ class Transcriber:
             device=self.core.device,
             compute_type=self.core.compute_type,
             languages=self.core.languages,
+            multilingual=self.core.multilingual,
         )
 
     def check_health(self) -> None:

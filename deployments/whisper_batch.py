@@ -8,10 +8,10 @@ pass over several requests keeps the CPU/GPU busy between calls.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,6 +22,13 @@ from deployments.schemas import (
     Transcription,
     TranscriptSegment,
     Word,
+)
+from deployments.window_language import (
+    RequestLanguage,
+    WindowGuess,
+    choose,
+    hinted,
+    parse_detection,
 )
 
 log = logging.getLogger(__name__)
@@ -44,31 +51,36 @@ def pick_device(requested: str) -> tuple[str, str]:
     return ("cuda", "float16") if has_gpu else ("cpu", "int8")
 
 
-def speech_windows(audio: np.ndarray, vad_filter: bool) -> list[tuple[int, int]]:
-    """Sample ranges of at most 30 s that start and end in silence where VAD allows."""
+def speech_windows(
+    audio: np.ndarray, vad_filter: bool, cuts: Sequence[float] = ()
+) -> list[tuple[int, int]]:
+    """Sample ranges of at most 30 s that start and end in silence where VAD allows, and
+    never span one of `cuts` (seconds)."""
     n = len(audio)
     limit = int(WINDOW_S * SAMPLE_RATE)
     if not vad_filter:
-        return [(s, min(s + limit, n)) for s in range(0, n, limit)]
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
+        regions = [(s, min(s + limit, n)) for s in range(0, n, limit)]
+    else:
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    speech = get_speech_timestamps(
-        audio, VadOptions(max_speech_duration_s=WINDOW_S - 1, min_silence_duration_ms=160)
-    )
+        speech = get_speech_timestamps(
+            audio, VadOptions(max_speech_duration_s=WINDOW_S - 1, min_silence_duration_ms=160)
+        )
+        regions = [(int(r["start"]), int(r["end"])) for r in speech]
+    marks = sorted({int(c * SAMPLE_RATE) for c in cuts if 0 < c * SAMPLE_RATE < n})
+    pieces: list[tuple[int, int]] = []
+    for start, end in regions:  # a region across a cut becomes two
+        inside = [m for m in marks if start < m < end]
+        bounds = [start, *inside, end]
+        pieces += [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
     windows: list[tuple[int, int]] = []
-    for region in speech:
-        start, end = int(region["start"]), int(region["end"])
-        if windows and end - windows[-1][0] <= limit:
+    for start, end in pieces:
+        crosses = windows and any(windows[-1][1] <= m <= start for m in marks)
+        if windows and end - windows[-1][0] <= limit and not crosses:
             windows[-1] = (windows[-1][0], end)
         else:
             windows.append((start, end))
     return windows
-
-
-@dataclass
-class _Placed:
-    request: int
-    offset: int  # where this request's audio starts in the shared buffer (samples)
 
 
 class WhisperBatchTranscriber:
@@ -94,6 +106,7 @@ class WhisperBatchTranscriber:
             download_root=download_root,
             local_files_only=local_files_only,
         )
+        self.model.model = _DetectionLog(self.model.model)
         self.pipeline = BatchedInferencePipeline(self.model)
         self.batch_size = batch_size
 
@@ -105,19 +118,13 @@ class WhisperBatchTranscriber:
     def languages(self) -> list[str]:
         return list(self.model.supported_languages)
 
-    def check_language(self, language: str | None) -> None:
+    def check_language(self, language: str | None, task: str = "transcribe") -> None:
         """An unknown code is the caller's error, caught before it can join a batch."""
         if language is not None and language not in self.languages:
             allowed = ", ".join(self.languages)
             raise InputRejected(f"language {language!r} is not one of this model's: {allowed}")
-
-    def _language(self, audio: np.ndarray, options: TranscribeOptions) -> tuple[str, float]:
-        if options.language:
-            return options.language, 1.0
-        if not self.multilingual:
-            return "en", 1.0
-        language, probability, _ = self.model.detect_language(audio)
-        return language, float(probability)
+        if task == "translate" and not self.multilingual:
+            raise InputRejected("this model is English-only and cannot translate")
 
     def transcribe_many(
         self, audios: Sequence[np.ndarray], options: Sequence[TranscribeOptions]
@@ -128,68 +135,127 @@ class WhisperBatchTranscriber:
         time, and each gets its own result or exception.
         """
         results: list[Transcription | Exception | None] = [None] * len(audios)
-        languages: list[tuple[str, float] | None] = [None] * len(audios)
-        for i, (audio, opt) in enumerate(zip(audios, options, strict=True)):
+        groups: dict[TranscribeOptions, list[int]] = {}
+        for i, opt in enumerate(options):
             try:
-                self.check_language(opt.language)
-                languages[i] = self._language(audio, opt)
+                self.check_language(opt.language, opt.task)
             except Exception as exc:
                 results[i] = exc
-        groups: dict[tuple, list[int]] = {}
-        for i, (opt, lang) in enumerate(zip(options, languages, strict=True)):
-            if lang is not None:
-                groups.setdefault((opt, lang[0]), []).append(i)
-        for (opt, lang), members in groups.items():
+                continue
+            # Cuts and hints are per request: requests that differ only in them share batches.
+            groups.setdefault(opt.model_copy(update={"cuts": (), "hints": ()}), []).append(i)
+        for opt, members in groups.items():
+            own = [options[i] for i in members]
             try:
-                decoded = self._decode_group([audios[i] for i in members], opt, lang)
+                decoded = self._decode_group([audios[i] for i in members], opt, own)
             except Exception as exc:
                 log.warning("a batch of %d failed; redoing it one by one", len(members))
                 for i in members:
-                    one = len(members) == 1
-                    results[i] = exc if one else self._decode_one(audios[i], opt, languages[i])
+                    one = [options[i]]
+                    results[i] = exc if len(members) == 1 else self._decode_one(audios[i], opt, one)
                 continue
-            for i, segs in zip(members, decoded, strict=True):
-                results[i] = self._result(audios[i], segs, languages[i])
+            for i, result in zip(members, decoded, strict=True):
+                results[i] = result
         return [r if r is not None else RuntimeError("no result") for r in results]
 
-    def _decode_one(self, audio, opt, language) -> Transcription | Exception:
+    def _decode_one(self, audio, opt, own) -> Transcription | Exception:
         try:
-            segs = self._decode_group([audio], opt, language[0])[0]
+            return self._decode_group([audio], opt, own)[0]
         except Exception as exc:
             log.exception("transcription failed")
             return exc
-        return self._result(audio, segs, language)
-
-    @staticmethod
-    def _result(audio, segs, language) -> Transcription:
-        return Transcription(
-            language=language[0],
-            language_probability=language[1],
-            duration=len(audio) / SAMPLE_RATE,
-            segments=segs,
-        )
 
     def _decode_group(
-        self, audios: list[np.ndarray], opt: TranscribeOptions, language: str
-    ) -> list[list[TranscriptSegment]]:
+        self,
+        audios: list[np.ndarray],
+        opt: TranscribeOptions,
+        own: Sequence[TranscribeOptions] | None = None,
+    ) -> list[Transcription]:
+        """Decode requests with equal options together, in their language(s)."""
         clips: list[dict[str, float]] = []
-        placed: list[_Placed] = []
+        owners: list[tuple[int, float, float]] = []  # per clip: request, start, end (s, local)
+        starts: list[int] = []
         offset = 0
         for i, audio in enumerate(audios):
-            placed.append(_Placed(i, offset))
-            for start, end in speech_windows(audio, opt.vad_filter):
+            starts.append(offset)
+            for start, end in speech_windows(audio, opt.vad_filter, own[i].cuts if own else ()):
                 clips.append(
                     {"start": (offset + start) / SAMPLE_RATE, "end": (offset + end) / SAMPLE_RATE}
                 )
+                owners.append((i, start / SAMPLE_RATE, end / SAMPLE_RATE))
             offset += len(audio)
-        out: list[list[TranscriptSegment]] = [[] for _ in audios]
-        if not clips:
-            return out
-        buffer = np.concatenate(audios).astype(np.float32, copy=False)
+        fixed = opt.language or (None if self.multilingual else "en")
+        per_window: list[list] = [[] for _ in clips]
+        languages: list[str | None] = [fixed] * len(clips)
+        probabilities: list[float] = [1.0] * len(clips)
+        overall = {i: RequestLanguage(fixed, 1.0) for i in range(len(audios))} if fixed else {}
+        if clips:
+            buffer = np.concatenate(audios).astype(np.float32, copy=False)
+            detected = self._run(buffer, clips, list(range(len(clips))), opt, fixed, per_window)
+            if fixed is None:
+                guesses = [
+                    WindowGuess(r, s, e, parse_detection(d))
+                    for (r, s, e), d in zip(owners, detected, strict=True)
+                ]
+                chosen, overall = choose(guesses)
+                if own:  # the caller's hints win over the windows' own guesses
+                    chosen = [
+                        hinted(own[r].hints, s, e) or lang
+                        for (r, s, e), lang in zip(owners, chosen, strict=True)
+                    ]
+                languages = list(chosen)
+                probabilities = [
+                    round(g.probabilities.get(lang, 0.0), 4)
+                    for g, lang in zip(guesses, chosen, strict=True)
+                ]
+                redo: dict[str, list[int]] = {}
+                for k, (g, lang) in enumerate(zip(guesses, chosen, strict=True)):
+                    if lang != g.top[0]:  # decoded in its own unsure guess: again, in this one
+                        redo.setdefault(lang, []).append(k)
+                for lang, windows in redo.items():
+                    self._run(buffer, clips, windows, opt, lang, per_window)
+        out: list[Transcription] = []
+        for i, audio in enumerate(audios):
+            segs: list[TranscriptSegment] = []
+            for k, (owner, _, _) in enumerate(owners):
+                if owner == i:
+                    base, duration = starts[i] / SAMPLE_RATE, len(audio) / SAMPLE_RATE
+                    segs += [
+                        _to_segment(seg, base, duration, languages[k], probabilities[k])
+                        for seg in per_window[k]
+                    ]
+            lang = overall.get(i)
+            out.append(
+                Transcription(
+                    language=lang.language if lang else None,
+                    language_probability=lang.probability if lang else 0.0,
+                    duration=len(audio) / SAMPLE_RATE,
+                    segments=segs,
+                )
+            )
+        return out
+
+    def _run(
+        self,
+        buffer: np.ndarray,
+        clips: list[dict[str, float]],
+        windows: list[int],
+        opt: TranscribeOptions,
+        language: str | None,
+        per_window: list[list],
+    ) -> list[list[tuple[str, float]]]:
+        """Decode `windows` (indices into clips) into per_window; with language None, each
+        in its own detected language. Returns the detections made (window order)."""
+        detector = self.model.model
+        detector.results.clear()
         segments, _ = self.pipeline.transcribe(
             buffer,
-            language=language,
-            clip_timestamps=clips,
+            # Auto: any code for the prompt; the pipeline sets each window's own from
+            # the encoder output it computes anyway (no extra pass over the audio).
+            language=language or "en",
+            multilingual=language is None,
+            task=opt.task,
+            clip_timestamps=[clips[k] for k in windows],
             batch_size=self.batch_size,
             beam_size=opt.beam_size,
             word_timestamps=opt.word_timestamps,
@@ -198,22 +264,42 @@ class WhisperBatchTranscriber:
             without_timestamps=True,
             vad_filter=False,
         )
-        starts = np.array([p.offset for p in placed]) / SAMPLE_RATE
+        seeks = [round(clips[k]["start"] * 100) for k in windows]
+        for k in windows:
+            per_window[k] = []
         for seg in segments:
-            # Owner by the segment's midpoint: its start is rounded to 1 ms, so a clip that
-            # begins at a request's first sample can round to just before that request.
-            owner = int(np.searchsorted(starts, (seg.start + seg.end) / 2, side="right") - 1)
-            base = starts[owner]
-            duration = len(audios[owner]) / SAMPLE_RATE
-            out[owner].append(_to_segment(seg, base, duration))
-        return out
+            # Each decoded segment carries its window's start (in 10 ms frames) as `seek`.
+            j = min(range(len(seeks)), key=lambda n: abs(seeks[n] - seg.seek))
+            per_window[windows[j]].append(seg)
+        found = list(detector.results)
+        if language is None and len(found) != len(windows):
+            raise RuntimeError(f"{len(found)} language detections for {len(windows)} windows")
+        return found
+
+
+class _DetectionLog:
+    """The CTranslate2 model, with the language detections the pipeline asks it for kept."""
+
+    def __init__(self, model) -> None:
+        self._model = model
+        self.results: list[list[tuple[str, float]]] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+    def detect_language(self, *args, **kwargs):
+        found = self._model.detect_language(*args, **kwargs)
+        self.results.extend(found)
+        return found
 
 
 def _clamp(t: float, duration: float) -> float:
     return round(min(max(t, 0.0), duration), 3)
 
 
-def _to_segment(seg, base: float, duration: float) -> TranscriptSegment:
+def _to_segment(
+    seg, base: float, duration: float, language: str | None, probability: float
+) -> TranscriptSegment:
     words = [
         Word(
             start=_clamp(w.start - base, duration),
@@ -233,4 +319,6 @@ def _to_segment(seg, base: float, duration: float) -> TranscriptSegment:
         words=words,
         avg_logprob=float(seg.avg_logprob),
         no_speech_prob=float(seg.no_speech_prob),
+        language=language,
+        language_probability=probability,
     )

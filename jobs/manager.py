@@ -27,6 +27,7 @@ from pathlib import Path
 from ray import serve
 
 from deployments.audio import AudioDecodeError
+from deployments.transcriber import deployment_name
 from jobs import metrics
 from jobs.outbox import WebhookOutbox, event_for
 from jobs.records import JobRecord, JobStatus
@@ -62,6 +63,7 @@ class ManagerConfig:
     webhook_max_attempts: int = 6
     webhook_base_delay_s: float = 1.0
     webhook_allow: tuple[str, ...] = ()
+    whisper_model: str = "base"  # the default model: its deployment is `Transcriber`
 
     def fingerprint(self) -> str:
         """Identifies the settings a replica runs with (tests check a redeploy applies)."""
@@ -95,7 +97,10 @@ class JobManager:
         self.job_slots = asyncio.Semaphore(config.max_concurrent_jobs)
         self.segments = SegmentRunner(self.store, config)
         if transcriber is not None and diarizer is not None:  # this application's replicas
-            self.segments.use_handles({"Transcriber": transcriber, "Diarizer": diarizer})
+            # One handle per served model (a plain handle: the default model alone).
+            models = transcriber if isinstance(transcriber, dict) else {None: transcriber}
+            handles = {deployment_name(m, config.whisper_model): h for m, h in models.items()}
+            self.segments.use_handles({**handles, "Diarizer": diarizer})
         self.started_at = time.time()
         self.slots_held = 0  # jobs inside job_slots (metrics: running vs queued)
         self.loops: list[asyncio.Task] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -33,6 +34,9 @@ class JobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     language: str | None = Field(None, min_length=2, max_length=8)
+    # The served model, resolved at submit (None: records from before models were chosen).
+    model: str | None = Field(None, max_length=500)
+    task: Literal["transcribe", "translate"] = "transcribe"
     diarize: bool = True
     num_speakers: int | None = Field(None, ge=1, le=64)
     min_speakers: int | None = Field(None, ge=1, le=64)
@@ -75,6 +79,7 @@ class JobOptions(BaseModel):
     def transcribe_options(self) -> TranscribeOptions:
         return TranscribeOptions(
             language=self.language,
+            task=self.task,
             word_timestamps=self.word_timestamps,
             initial_prompt=self.initial_prompt,
         )

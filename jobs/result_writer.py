@@ -65,6 +65,7 @@ async def stitch_to_store(
     diarize: DiarizeOptions | None,
     sample_rate: int = 16000,
     known: list[KnownSpeaker] | None = None,
+    task: str = "transcribe",
 ) -> None:
     """Write the stitched JobResult of `plans` (this run's, in time order) under the job.
 
@@ -76,6 +77,7 @@ async def stitch_to_store(
         diarize: speaker-count options, or None for a transcription-only job.
         sample_rate: the rate plan offsets are counted in.
         known: enrolled voices to name speakers after.
+        task: "translate" when the transcriptions are English translations.
     """
     tracks = TrackSet()
     for plan in plans:
@@ -102,7 +104,7 @@ async def stitch_to_store(
     await store.result_reset(job_id)  # a partial result of an interrupted run
     out = _Writer(store, job_id)
     await out.write('{"segments":[')
-    stitcher, first = Stitcher(speakers, sample_rate), True
+    stitcher, first = Stitcher(speakers, sample_rate, task), True
 
     async def emit(segments: list[StitchedSegment]) -> None:
         nonlocal first

@@ -18,7 +18,9 @@ from pydantic import BaseModel, ValidationError
 
 from deployments.audio import iter_audio_blocks
 from deployments.schemas import Diarization, InputRejected, Transcription
+from deployments.transcriber import deployment_name
 from jobs import metrics
+from jobs.language_pass import settle_languages
 from jobs.records import JobRecord, JobStatus
 from jobs.result_writer import stitch_to_store
 from jobs.splitter import NEAR_TARGET_S, SegmentPlan, split_stream
@@ -124,6 +126,18 @@ class SegmentRunner:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+        if "t" in parts and record.options.language is None:
+
+            async def transcribe(plan: SegmentPlan, ref, options) -> None:
+                await self._call(record, plan, "t", ref, progress, options)
+
+            async def report(stage: str) -> None:
+                await progress.set_status(JobStatus.TRANSCRIBING, stage)
+
+            diarized = "d" in parts
+            await settle_languages(
+                self.store, record, plans, audio_path, diarized, transcribe, report
+            )
         await progress.set_status(JobStatus.STITCHING, "stitching segments")
         await self._stitch(record, plans, parts)
 
@@ -149,14 +163,23 @@ class SegmentRunner:
         await progress.report()
 
     async def _call(
-        self, record: JobRecord, plan: SegmentPlan, part: str, ref, progress: _Progress
+        self,
+        record: JobRecord,
+        plan: SegmentPlan,
+        part: str,
+        ref,
+        progress: _Progress,
+        options: BaseModel | None = None,
     ) -> None:
         deployment, method, result_type = PARTS[part]
-        options = (
-            record.options.transcribe_options()
-            if part == "t"
-            else record.options.segment_diarize_options()
-        )
+        if part == "t":  # the job's model has a deployment of its own
+            deployment = deployment_name(record.options.model, self.config.whisper_model)
+        if options is None:
+            options = (
+                record.options.transcribe_options()
+                if part == "t"
+                else record.options.segment_diarize_options()
+            )
         cfg, last_error = self.config, ""
         where = _where(plan)
         for attempt in range(1, cfg.segment_max_attempts + 1):
@@ -218,7 +241,9 @@ class SegmentRunner:
         duration = max((p.end for p in plans), default=0) / 16000
         diarize = record.options.diarize_options() if "d" in parts else None
         known = list(record.options.known_speakers) or None
-        await stitch_to_store(self.store, record.id, plans, duration, diarize, known=known)
+        await stitch_to_store(
+            self.store, record.id, plans, duration, diarize, known=known, task=record.options.task
+        )
 
 
 async def _first_failure(tasks: list[asyncio.Task]) -> None:

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.diarization.clustering import ClusterParams, count_notes
 from deployments.schemas import Diarization, DiarizeOptions, SpeakerTurn, Transcription
 from jobs.speaker_linking import TrackSet, Voice
 from jobs.splitter import SegmentPlan
+from jobs.stitch_languages import LanguageVote, TurnLanguages
 from jobs.voiceprints import ANONYMOUS, MATCH_THRESHOLD, KnownSpeaker, SpeakerMatch, assign, closest
 
 NEAREST_TURN_S = 1.0  # a word outside every turn takes the nearest one within this
@@ -47,6 +48,8 @@ class StitchedWord(BaseModel):
     text: str
     probability: float
     speaker: str | None = None
+    # Kept while stitching (segments, sentences and turns take it), not written per word.
+    language: str | None = Field(None, exclude=True)
 
 
 class StitchedSegment(BaseModel):
@@ -56,6 +59,7 @@ class StitchedSegment(BaseModel):
     end: float
     text: str
     speaker: str | None = None
+    language: str | None = None  # what was spoken (with task=translate too)
     words: list[StitchedWord]
 
 
@@ -63,7 +67,9 @@ class JobResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     duration: float
-    language: str | None
+    language: str | None  # spoken over most of the recording
+    languages: list[str] = []  # every language spoken, most words first
+    task: str = "transcribe"  # translate: the text is English, `language` stays the spoken one
     speakers: list[str]
     segments: list[StitchedSegment]
     turns: list[SpeakerTurn]  # global, relabelled, merged across segment boundaries (RTTM)
@@ -101,6 +107,7 @@ def segment_words(plan: SegmentPlan, transcription: Transcription, sr: int) -> l
     t0, t1 = plan.start / sr, plan.end / sr
     words: list[StitchedWord] = []
     for seg in transcription.segments:
+        language = seg.language or transcription.language
         parts = [(w.start, w.end, w.text, w.probability) for w in seg.words]
         if not parts and seg.text.strip():
             # Without word timestamps, the segment itself stands in for its words.
@@ -109,7 +116,9 @@ def segment_words(plan: SegmentPlan, transcription: Transcription, sr: int) -> l
         for start, end, text, prob in parts:
             s = round(min(max(t0 + start, t0), t1), 3)
             e = round(min(max(t0 + end, s), t1), 3)
-            words.append(StitchedWord(start=s, end=e, text=text, probability=prob))
+            words.append(
+                StitchedWord(start=s, end=e, text=text, probability=prob, language=language)
+            )
     words.sort(key=lambda w: w.start)  # stable: equal starts keep transcript order
     for prev, cur in itertools.pairwise(words):
         if prev.end > cur.start:  # trim the earlier word's tail rather than move a start
@@ -271,7 +280,7 @@ class SentenceBuilder:
                     w.speaker is not None
                     and self._speaker is not None
                     and w.speaker != self._speaker
-                )
+                ) or (w.language is not None and last.language not in (None, w.language))
                 if (
                     changed
                     or sentence_done
@@ -291,42 +300,34 @@ class SentenceBuilder:
         if not cur:
             return []
         text = "".join(w.text for w in cur).strip()
+        language = next((w.language for w in cur if w.language), None)
         segment = StitchedSegment(
-            start=cur[0].start, end=cur[-1].end, text=text, speaker=speaker, words=cur
+            start=cur[0].start,
+            end=cur[-1].end,
+            text=text,
+            speaker=speaker,
+            language=language,
+            words=cur,
         )
         return [segment]
-
-
-class LanguageVote:
-    """The recording's language: the segments' detections weighted by their words."""
-
-    def __init__(self) -> None:
-        self._words: Counter[str] = Counter()
-        self._audio: Counter[str] = Counter()
-
-    def add(self, plan: SegmentPlan, transcription: Transcription) -> None:
-        n = sum(len(s.words) or bool(s.text.strip()) for s in transcription.segments)
-        self._words[transcription.language] += n
-        self._audio[transcription.language] += plan.end - plan.start
-
-    def result(self) -> str | None:
-        # Nothing said: fall back to the detection over the most audio.
-        votes = self._words if self._words.total() else self._audio
-        return votes.most_common(1)[0][0] if votes else None
 
 
 class Stitcher:
     """The second pass: each segment's transcription, fed in time order, has its words put in
     global time and attributed to speakers; finished sentence segments come back at once."""
 
-    def __init__(self, speakers: Speakers, sample_rate: int = 16000) -> None:
-        self.speakers, self.sample_rate = speakers, sample_rate
+    def __init__(
+        self, speakers: Speakers, sample_rate: int = 16000, task: str = "transcribe"
+    ) -> None:
+        self.speakers, self.sample_rate, self.task = speakers, sample_rate, task
         self._builder, self._language = SentenceBuilder(), LanguageVote()
+        self._turn_languages = TurnLanguages(speakers.turns)
 
     def add(self, plan: SegmentPlan, transcription: Transcription) -> list[StitchedSegment]:
         words = segment_words(plan, transcription, self.sample_rate)
         self.speakers.attribute(words)
-        self._language.add(plan, transcription)
+        self._language.add(plan, transcription, words)
+        self._turn_languages.add(words)
         return self._builder.add(words)
 
     def close(self) -> list[StitchedSegment]:
@@ -335,12 +336,15 @@ class Stitcher:
 
     def result(self, duration: float, segments: list[StitchedSegment]) -> JobResult:
         s = self.speakers
+        language, languages = self._language.result()
         return JobResult(
             duration=duration,
-            language=self._language.result(),
+            language=language,
+            languages=languages,
+            task=self.task,
             speakers=s.names,
             segments=segments,
-            turns=s.turns,
+            turns=self._turn_languages.turns(),
             notes=s.notes,
             speaker_matches=s.matches,
         )
@@ -353,6 +357,7 @@ def stitch(
     sample_rate: int = 16000,
     params: ClusterParams | None = None,
     known: list[KnownSpeaker] | None = None,
+    task: str = "transcribe",
 ) -> JobResult:
     """Combine the segments' results, all in memory, into one transcript with global speakers.
 
@@ -363,6 +368,7 @@ def stitch(
         sample_rate: the rate plan offsets are counted in.
         params: clustering parameters for linking speakers (default: the diarizer's).
         known: enrolled voices to name speakers after.
+        task: "translate" when the transcriptions are English translations.
 
     Returns:
         The stitched result; speakers are SPEAKER_00, SPEAKER_01, ... by first appearance,
@@ -374,6 +380,6 @@ def stitch(
     for oc in outcomes:
         tracks.add(oc.diarization)
     speakers = link_speakers(plans, tracks, options, sample_rate, params, known)
-    stitcher = Stitcher(speakers, sample_rate)
+    stitcher = Stitcher(speakers, sample_rate, task)
     segments = [seg for oc in outcomes for seg in stitcher.add(oc.plan, oc.transcription)]
     return stitcher.result(duration, segments + stitcher.close())

@@ -30,6 +30,29 @@ if ((${#missing[@]})); then
   fi
 fi
 
+# French transcripts (fr_june in tests/realvoices.py): asterisk-core-sounds-fr conflicts with
+# asterisk-prompt-fr-armelle, so take only its transcript file out of the .deb, uninstalled.
+FR_TRANSCRIPTS=/usr/share/speech-cluster/transcripts/core-sounds-fr.txt.gz
+if [[ ! -s $FR_TRANSCRIPTS ]]; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then
+    echo "==> extracting $FR_TRANSCRIPTS from asterisk-core-sounds-fr"
+    deb_dir=$(mktemp -d)
+    member=./usr/share/doc/asterisk-core-sounds-fr/core-sounds-fr.txt.gz
+    chown _apt "$deb_dir" 2>/dev/null || true  # lets apt download as _apt, sandboxed
+    if (cd "$deb_dir" && apt-get download -qq asterisk-core-sounds-fr >/dev/null 2>&1 ||
+          { apt-get update -qq && apt-get download -qq asterisk-core-sounds-fr >/dev/null; }) &&
+       dpkg-deb --fsys-tarfile "$deb_dir"/asterisk-core-sounds-fr_*.deb |
+         tar -xO "$member" >"$deb_dir/fr.txt.gz" && [[ -s $deb_dir/fr.txt.gz ]]; then
+      install -D -m 644 "$deb_dir/fr.txt.gz" "$FR_TRANSCRIPTS"
+    else
+      echo "WARNING: could not extract $FR_TRANSCRIPTS (French transcripts for some tests)." >&2
+    fi
+    rm -rf "$deb_dir"
+  else
+    echo "WARNING: missing $FR_TRANSCRIPTS (French transcripts for some tests); rerun as root." >&2
+  fi
+fi
+
 PYTHON=${PYTHON:-}
 if [[ -z $PYTHON ]]; then
   for candidate in python3.11 python3.12 python3; do

@@ -16,7 +16,7 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
 from deployments.diarizer import Diarizer
-from deployments.transcriber import Transcriber
+from deployments.transcriber import DEFAULT_DEPLOYMENT, Transcriber, deployment_name
 from serve_app import routes_jobs, routes_openai, routes_speakers
 from serve_app.errors import install_error_handlers, retry_later
 from serve_app.exposure import check_exposure, serve_http_host
@@ -42,13 +42,16 @@ api.include_router(routes_speakers.router)
 
 @api.get("/healthz", summary="Readiness: 200 once models, Redis and the job manager answer")
 async def healthz(services: Annotated[Services, Depends(get_services)]) -> dict:
+    models = services.settings.whisper_models
     try:
-        t_info, d_info, _, _ = await asyncio.wait_for(
+        t_info, d_info, _, _, *_ = await asyncio.wait_for(
             asyncio.gather(
                 services.transcriber.info.remote(),
                 services.diarizer.info.remote(),
                 services.store.ping(),
                 services.manager.ping.remote(),
+                # Every served model answers, not only the default.
+                *(services.transcriber_for(m).info.remote() for m in models[1:]),
             ),
             HEALTH_TIMEOUT_S,
         )
@@ -58,6 +61,7 @@ async def healthz(services: Annotated[Services, Depends(get_services)]) -> dict:
     return {
         "status": "ok",
         "transcriber": t_info["model"],
+        "models": models,
         "device": t_info["device"],
         "diarizer": d_info["model"],
     }
@@ -88,6 +92,7 @@ def manager_config(settings: Settings):
         webhook_max_attempts=settings.webhook_max_attempts,
         webhook_base_delay_s=settings.retry_base_s,
         webhook_allow=tuple(settings.webhook_allow),
+        whisper_model=settings.whisper_model,
     )
 
 
@@ -96,7 +101,7 @@ def manager_config(settings: Settings):
 class Ingress:
     def __init__(
         self,
-        transcriber: DeploymentHandle,
+        transcribers: dict[str, DeploymentHandle],
         diarizer: DeploymentHandle,
         manager: DeploymentHandle,
         settings: Settings,
@@ -113,7 +118,8 @@ class Ingress:
         install(
             Services(
                 settings=settings,
-                transcriber=transcriber,
+                transcriber=transcribers[settings.whisper_model],
+                transcribers=transcribers,
                 diarizer=diarizer,
                 store=store,
                 storage=AudioStorage(settings.resolved_storage_dir),
@@ -124,21 +130,36 @@ class Ingress:
 
 
 def build_app(
-    settings: Settings, transcriber: dict | None = None, diarizer: dict | None = None
+    settings: Settings,
+    transcriber: dict | None = None,
+    diarizer: dict | None = None,
+    models: dict[str, dict] | None = None,
 ) -> Application:
-    """Compose the app; `transcriber`/`diarizer` override deployment options (tests, tools)."""
+    """Compose the app; `transcriber`/`diarizer` override deployment options (tests, tools).
+
+    Each served Whisper model gets a deployment of its own (`Transcriber` for the default,
+    `Transcriber-<model>` for the others), so serve_config.yaml sizes each one apart;
+    `transcriber` applies to the default model's, `models` to others' by deployment name.
+    """
+    overrides = {**(models or {}), DEFAULT_DEPLOYMENT: transcriber or {}}
     from jobs.manager import JobManager
 
     check_exposure(settings, serve_http_host())
     models_dir = str(settings.resolved_models_dir)
-    transcriber_app = Transcriber.options(**(transcriber or {})).bind(
-        model=settings.whisper_model,
-        models_dir=models_dir,
-        allow_downloads=settings.allow_downloads,
-        device=settings.device,
-        cpu_threads=settings.cpu_threads,
-        batch_size=settings.transcriber_batch_size,
-    )
+    names = {
+        model: deployment_name(model, settings.whisper_model) for model in settings.whisper_models
+    }
+    transcriber_apps = {
+        model: Transcriber.options(name=names[model], **overrides.get(names[model], {})).bind(
+            model=model,
+            models_dir=models_dir,
+            allow_downloads=settings.allow_downloads,
+            device=settings.device,
+            cpu_threads=settings.cpu_threads,
+            batch_size=settings.transcriber_batch_size,
+        )
+        for model in settings.whisper_models
+    }
     token = settings.hf_token.get_secret_value() if settings.hf_token else None
     diarizer_app = Diarizer.options(**(diarizer or {})).bind(
         model=settings.diarization_model,
@@ -149,8 +170,8 @@ def build_app(
         cpu_threads=settings.cpu_threads,
         segmentation_step=settings.diarization_step,
     )
-    manager_app = JobManager.bind(manager_config(settings), transcriber_app, diarizer_app)
-    return Ingress.bind(transcriber_app, diarizer_app, manager_app, settings)
+    manager_app = JobManager.bind(manager_config(settings), transcriber_apps, diarizer_app)
+    return Ingress.bind(transcriber_apps, diarizer_app, manager_app, settings)
 
 
 def app_builder(args: Settings) -> Application:

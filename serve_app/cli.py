@@ -176,9 +176,12 @@ class Runner:
         """Upload ``path`` (streamed from disk) and return the job snapshot."""
         a = self.args
         fields: dict[str, str | list[str]] = {"diarize": "false" if a.no_diarize else "true"}
-        for name in ("language", "num_speakers", "min_speakers", "max_speakers", "segment_s"):
+        names = ("model", "language", "num_speakers", "min_speakers", "max_speakers", "segment_s")
+        for name in names:
             if (value := getattr(a, name)) is not None:
                 fields[name] = str(value)
+        if a.translate:
+            fields["task"] = "translate"
         if a.speaker:
             fields["speakers"] = list(a.speaker)  # repeated form fields
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
@@ -396,7 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-o", "--output", help="output directory (default: next to each input)")
     t.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
     t.add_argument("--no-diarize", action="store_true", help="transcribe only")
-    t.add_argument("--language", help="language code (default: auto-detect)")
+    t.add_argument("--model", help="a served model, e.g. base or tiny.en (default: the server's)")
+    t.add_argument("--language", help="language code (default: detected for every 30 s of speech)")
+    t.add_argument("--translate", action="store_true", help="English text, whatever is spoken")
     for opt in ("--num-speakers", "--min-speakers", "--max-speakers"):
         t.add_argument(opt, type=int, metavar="N", help="speaker count hint for diarization")
     t.add_argument("--segment-s", type=float, help="segment length in seconds")

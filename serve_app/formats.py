@@ -275,9 +275,11 @@ def _compression_ratio(text: str) -> float:
 
 
 def _verbose(result: JobResult, granularities: Sequence[str]) -> dict:
+    # As OpenAI's: a translation's language is that of its text, English.
+    language = "en" if result.task == "translate" else result.language
     body: dict = {
-        "task": "transcribe",
-        "language": language_name(result.language),
+        "task": result.task,
+        "language": language_name(language),
         "duration": result.duration,
         "text": result.text,
     }

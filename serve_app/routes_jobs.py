@@ -48,7 +48,7 @@ async def load_job(services: Services, job_id: str, owner: str | None) -> JobRec
 
 async def check_job_options(services: Services, options: JobOptions) -> None:
     """Checks that need the running service: the model's languages, the webhook target."""
-    await check_language(services, options.language)
+    await check_language(services, options.language, options.model, options.task)
     if options.webhook_url:
         try:
             check_url(options.webhook_url, services.settings.webhook_allow)
@@ -56,17 +56,27 @@ async def check_job_options(services: Services, options: JobOptions) -> None:
             raise ApiError(422, "invalid_parameter", str(exc)) from None
 
 
-async def check_language(services: Services, language: str | None) -> None:
-    if language is None:
-        return
-    allowed = await services.model_languages()
-    if allowed and language not in allowed:
+async def check_language(
+    services: Services, language: str | None, model: str | None, task: str = "transcribe"
+) -> None:
+    """`language` and `task` against what `model` (a served model's name) can do."""
+    model = services.model_name(model)
+    info = await services.model_info(model)
+    allowed = list(info.get("languages") or [])
+    if language is not None and allowed and language not in allowed:
         shown = ", ".join(allowed)
         raise ApiError(
             422,
             "invalid_parameter",
-            f"language: {language!r} is not supported by model "
-            f"{services.settings.whisper_model!r}; use one of: {shown}",
+            f"language: {language!r} is not supported by model {model!r}; use one of: {shown}",
+        )
+    if task == "translate" and not info.get("multilingual", True):
+        multilingual = [m for m in services.settings.whisper_models if m != model]
+        raise ApiError(
+            422,
+            "invalid_parameter",
+            f"task: model {model!r} is English-only and cannot translate; "
+            f"use a multilingual model (served: {', '.join(multilingual) or 'none'})",
         )
 
 
@@ -146,7 +156,15 @@ async def submit_job(
     owner: Caller,
     file: Annotated[UploadFile, File(description="Audio or video in any format FFmpeg decodes")],
     diarize: Annotated[bool, Form()] = True,
-    language: Annotated[str | None, Form(description="ISO 639-1 code")] = None,
+    model: Annotated[
+        str | None, Form(description="A served model (GET /v1/models); default: whisper-1")
+    ] = None,
+    language: Annotated[
+        str | None, Form(description="ISO 639-1 code; unset: detected per 30 s of speech")
+    ] = None,
+    task: Annotated[
+        Literal["transcribe", "translate"], Form(description="translate: English text")
+    ] = "transcribe",
     num_speakers: Annotated[int | None, Form()] = None,
     min_speakers: Annotated[int | None, Form()] = None,
     max_speakers: Annotated[int | None, Form()] = None,
@@ -164,6 +182,8 @@ async def submit_job(
     known = await enrolled_speakers(services, owner, speakers)
     options = job_options(
         diarize=diarize,
+        model=services.model_name(model),
+        task=task,
         language=language,
         num_speakers=num_speakers,
         min_speakers=min_speakers,

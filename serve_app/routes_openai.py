@@ -1,8 +1,10 @@
-"""OpenAI-compatible audio endpoints: /v1/audio/transcriptions and /v1/models."""
+"""OpenAI-compatible audio endpoints: /v1/audio/transcriptions, /v1/audio/translations and
+/v1/models."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import numpy as np
@@ -44,9 +46,10 @@ async def read_audio(upload: UploadFile, max_s: float) -> np.ndarray | None:
 INPUT_FAILURES = {"input_rejected": 422, "audio_too_long": 413, "corrupt_audio": 422}
 DIRECT_DECODE_MAX_BYTES = 5_000_000
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
+TranslationFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 
 
-def _single_result(result: Transcription):
+def _single_result(result: Transcription, task: str = "transcribe"):
     """A direct transcription in the job result shape, so one renderer serves both paths."""
     from jobs.splitter import SegmentPlan
     from jobs.stitch import SegmentOutcome, stitch
@@ -54,7 +57,9 @@ def _single_result(result: Transcription):
     samples = round(result.duration * SAMPLE_RATE)
     plan = SegmentPlan(index=0, start=0, end=samples, forced=False)
     return stitch(
-        [SegmentOutcome(plan=plan, transcription=result, diarization=None)], result.duration
+        [SegmentOutcome(plan=plan, transcription=result, diarization=None)],
+        result.duration,
+        task=task,
     )
 
 
@@ -108,18 +113,9 @@ async def create_transcription(
         Form(alias="known_speaker_references[]", description="...2-10 s sample (data URL)"),
     ] = None,
 ) -> Response:
-    from serve_app.formats import render_openai
-    from serve_app.routes_jobs import check_language, create_job, job_options
     from serve_app.routes_speakers import reference_speakers
 
-    if model not in services.served_models:
-        raise ApiError(
-            400,
-            "invalid_model",
-            f"model: {model!r} is not served; use one of {list(services.served_models)}",
-        )
-    await check_language(services, language)
-    granularities = tuple(timestamp_granularities or ("segment",))
+    request = _Request(model, language, prompt, temperature, response_format, "transcribe")
     wants_names = bool(known_speaker_names or known_speaker_references)
     if wants_names and response_format not in ("json", "verbose_json", "diarized_json"):
         raise ApiError(
@@ -127,24 +123,85 @@ async def create_transcription(
             "invalid_parameter",
             "known_speaker_names[]: speakers are named in diarized_json, json and verbose_json",
         )
+    await _check(services, request)
     known = await reference_speakers(services, known_speaker_names, known_speaker_references)
-    diarize = response_format == "diarized_json" or bool(known)
-    words = response_format not in ("json", "text")
+    granularities = tuple(timestamp_granularities or ("segment",))
+    return await _respond(services, owner, file, request, granularities, known)
+
+
+@router.post(
+    "/v1/audio/translations",
+    summary="OpenAI-compatible translation: speech in any language to English text",
+    responses={200: {"content": {"application/json": {}, "text/plain": {}}}},
+)
+async def create_translation(
+    services: Annotated[Services, Depends(get_services)],
+    owner: Caller,
+    file: Annotated[UploadFile, File(description="Audio in any format FFmpeg decodes")],
+    model: Annotated[str, Form()] = "whisper-1",
+    prompt: Annotated[str | None, Form(max_length=2000, description="In English")] = None,
+    temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
+    response_format: Annotated[TranslationFormat, Form()] = "json",
+) -> Response:
+    request = _Request(model, None, prompt, temperature, response_format, "translate")
+    await _check(services, request)
+    return await _respond(services, owner, file, request, ("segment",), None)
+
+
+@dataclass
+class _Request:
+    model: str
+    language: str | None
+    prompt: str | None
+    temperature: float
+    response_format: str
+    task: str
+
+
+async def _check(services: Services, request: _Request) -> None:
+    from serve_app.routes_jobs import check_language
+
+    request.model = services.model_name(request.model)
+    await check_language(services, request.language, request.model, request.task)
+
+
+async def _respond(
+    services: Services,
+    owner: str | None,
+    file: UploadFile,
+    request: _Request,
+    granularities: tuple[str, ...],
+    known: list | None,
+) -> Response:
+    """Transcribe (or translate) `file`: short audio directly, the rest as a job."""
+    from serve_app.formats import render_openai
+    from serve_app.routes_jobs import create_job, job_options
+
+    diarize = request.response_format == "diarized_json" or bool(known)
+    words = request.response_format not in ("json", "text")
     audio = None
     if not diarize and (file.size or 0) <= DIRECT_DECODE_MAX_BYTES:
         # Stops decoding past the direct-path limit: memory is bounded by it, not the file.
         audio = await read_audio(file, services.settings.sync_direct_max_s)
     if audio is not None:
         options = TranscribeOptions(
-            language=language, initial_prompt=prompt, temperature=temperature, word_timestamps=words
+            language=request.language,
+            task=request.task,
+            initial_prompt=request.prompt,
+            temperature=request.temperature,
+            word_timestamps=words,
         )
-        result = _single_result(await services.transcriber.transcribe.remote(audio, options))
+        transcriber = services.transcriber_for(request.model)
+        transcription = await transcriber.transcribe.remote(audio, options)
+        result = _single_result(transcription, request.task)
     else:
         # Long or diarized audio takes the job path: split, fanned out, stitched.
         await file.seek(0)
         options = job_options(
-            language=language,
-            initial_prompt=prompt,
+            model=request.model,
+            task=request.task,
+            language=request.language,
+            initial_prompt=request.prompt,
             diarize=diarize,
             word_timestamps=True,
             known_speakers=known,
@@ -163,6 +220,10 @@ async def create_transcription(
         result = await asyncio.to_thread(JobResult.model_validate_json, raw)
     # Rendering a long transcript is CPU work: off the event loop.
     body, media_type = await asyncio.to_thread(
-        render_openai, result, response_format, granularities, uri=file.filename or "audio"
+        render_openai,
+        result,
+        request.response_format,
+        granularities,
+        uri=file.filename or "audio",
     )
     return Response(body, media_type=media_type)

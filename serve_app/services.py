@@ -6,36 +6,55 @@ on `api.state.services` without Ray.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
 
-from serve_app.errors import retry_later
+from serve_app.errors import ApiError, retry_later
 from serve_app.settings import Settings
 
 
 @dataclass
 class Services:
     settings: Settings
-    transcriber: Any  # DeploymentHandle
+    transcriber: Any  # DeploymentHandle of the default model's Transcriber
     diarizer: Any  # DeploymentHandle
     store: Any = None  # jobs.store.JobStore
     storage: Any = None  # jobs.storage.AudioStorage
     manager: Any = None  # DeploymentHandle of jobs.manager.JobManager
     speakers: Any = None  # jobs.voiceprints.SpeakerRegistry
-    languages: list[str] | None = None  # the served model's, asked once
-
-    async def model_languages(self) -> list[str]:
-        """Language codes the transcription model accepts ([] if it does not say)."""
-        if self.languages is None:
-            info = await self.transcriber.info.remote()
-            self.languages = list(info.get("languages") or [])
-        return self.languages
+    transcribers: dict[str, Any] | None = None  # model -> its Transcriber (default included)
+    infos: dict[str, dict] = field(default_factory=dict)  # model -> its replicas' info, asked once
 
     @property
     def served_models(self) -> tuple[str, ...]:
-        return ("whisper-1", self.settings.whisper_model)
+        return ("whisper-1", *self.settings.whisper_models)
+
+    def model_name(self, requested: str | None) -> str:
+        """The served model a request names (`whisper-1` or none: the default)."""
+        if requested in (None, "", "whisper-1"):
+            return self.settings.whisper_model
+        if requested not in self.settings.whisper_models:
+            raise ApiError(
+                400,
+                "invalid_model",
+                f"model: {requested!r} is not served; use one of {list(self.served_models)}",
+            )
+        return requested
+
+    def transcriber_for(self, model: str):
+        return (self.transcribers or {}).get(model, self.transcriber)
+
+    async def model_info(self, model: str) -> dict:
+        if model not in self.infos:
+            self.infos[model] = await self.transcriber_for(model).info.remote()
+        return self.infos[model]
+
+    async def model_languages(self, model: str | None = None) -> list[str]:
+        """Language codes `model` accepts ([] if it does not say)."""
+        info = await self.model_info(self.model_name(model))
+        return list(info.get("languages") or [])
 
 
 _installed: Services | None = None

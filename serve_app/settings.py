@@ -26,9 +26,16 @@ class Settings(BaseSettings):
     )
     models_dir: Path | None = Field(None, description="Model weights; default data_dir/models.")
     whisper_model: str = Field(
-        "tiny.en",
-        description="'tiny.en' (bundled, offline), a CTranslate2 model directory, or a hub "
-        "name such as 'large-v3' (needs allow_downloads).",
+        "base",
+        description="The default speech-to-text model (what `whisper-1` and requests without "
+        "a model get): 'base' (bundled multilingual, offline), 'tiny.en' (bundled, English "
+        "only, faster), a CTranslate2 model directory, or a hub name such as 'large-v3' "
+        "(needs allow_downloads).",
+    )
+    extra_whisper_models: list[str] = Field(
+        default_factory=lambda: ["tiny.en"],
+        description="More models served beside the default, each by its own deployment "
+        "(Transcriber-<name>, e.g. Transcriber-tiny-en); requests pick one with `model`.",
     )
     diarization_model: str = Field(
         "bundled",
@@ -108,6 +115,12 @@ class Settings(BaseSettings):
         description="Times a job may be interrupted by a manager crash and resumed before "
         "it fails (a job that crashes the manager is not resumed forever).",
     )
+
+    @property
+    def whisper_models(self) -> list[str]:
+        """Every model served, the default first."""
+        extra = [m for m in self.extra_whisper_models if m != self.whisper_model]
+        return [self.whisper_model, *dict.fromkeys(extra)]
 
     @property
     def resolved_storage_dir(self) -> Path:

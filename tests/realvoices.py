@@ -6,6 +6,8 @@ A recording alternates speakers turn by turn, each turn a few prompts of one voi
 every prompt's sample-exact span and, within it, where the voice actually speaks (measured on
 the clean prompt before mixing, tests/speechspans.py), so diarization tests and benchmarks get
 real voices with an exact reference. The packages come from scripts/install.sh (as root).
+Each voice reads one language (LANGUAGE), so a recording's turn_spans also give the language
+of every turn (turn_languages): mixed-language recordings for multilingual tests.
 """
 
 from __future__ import annotations
@@ -55,13 +57,33 @@ PACKAGES: dict[str, str] = {
     "fr_armelle": "asterisk-prompt-fr-armelle",
     "it_menardi": "asterisk-prompt-it-menardi-wav",
 }
-# Transcripts, `name: text` lines. None for es/fr: asterisk-core-sounds-es/-fr conflict with
-# es_co and fr_armelle (their alternatives symlink replaces the es/ and fr/ directories).
-TRANSCRIPTS: dict[str, str] = {
-    "en_allison": "asterisk-core-sounds-en",
-    "it_carlo": "asterisk-core-sounds-it",
-    "ru": "asterisk-core-sounds-ru",
+# Voice id -> the ISO 639-1 code of the language it reads.
+LANGUAGE: dict[str, str] = {
+    "en_allison": "en",
+    "es_mx": "es",
+    "fr_june": "fr",
+    "it_carlo": "it",
+    "ru": "ru",
+    "es_co": "es",
+    "fr_armelle": "fr",
+    "it_menardi": "it",
 }
+# Transcripts, `name: text` lines, from asterisk-core-sounds-<lang> (which reads the same
+# prompts as -<lang>-wav). asterisk-core-sounds-es/-fr conflict with es_co and fr_armelle (their
+# alternatives symlink replaces the es/ and fr/ directories): es_mx has none, and for fr_june
+# scripts/install.sh extracts only the transcript file from the -fr .deb, uninstalled.
+# es_co, fr_armelle and it_menardi are other recordings, with other wordings: none.
+_DOCS = "/usr/share/doc"
+TRANSCRIPTS: dict[str, str] = {
+    "en_allison": f"{_DOCS}/asterisk-core-sounds-en/core-sounds-en.txt.gz",
+    "fr_june": "/usr/share/speech-cluster/transcripts/core-sounds-fr.txt.gz",
+    "it_carlo": f"{_DOCS}/asterisk-core-sounds-it/core-sounds-it.txt.gz",
+    "ru": f"{_DOCS}/asterisk-core-sounds-ru/core-sounds-ru.txt.gz",
+}
+# core-sounds-fr.txt names two entries unlike their prompt files, and runs one line into the
+# next entry ("...appuyez sur dièse.vm-review-nonurgent: ...", which also has its own line).
+_FR_RENAMED = {"confbridge-lock-out-0": "confbridge-lock-out", "dollars": "digits/dollars"}
+_RUN_ON = re.compile(r"(?<=[.!?])[a-z][\w/]*(?:-[\w/]+)+:\s.*$")
 # Tune on one set, report on the other: no person is in both (es_mx is en_allison).
 TUNE_VOICES = ["en_allison", "fr_june", "it_carlo", "es_co"]
 HELDOUT_VOICES = ["ru", "fr_armelle", "it_menardi"]
@@ -70,7 +92,7 @@ _NON_SPEECH = {"beep", "beeperr", "ascending-2tone", "descending-2tone", "tt-mon
 _SILENCE = 10 ** (-50 / 20)  # digital silence: below -50 dBFS
 _MIN_PROMPT_S = 0.5
 CACHE_DIR = Path(tempfile.gettempdir()) / "speech-cluster-realvoices"
-_CACHE_VERSION = 2  # bump when the construction changes, to invalidate cached recordings
+_CACHE_VERSION = 3  # bump when the construction changes, to invalidate cached recordings
 
 
 @dataclass
@@ -123,22 +145,27 @@ class _Prompt:
     audio: np.ndarray  # 16 kHz float32, digital silence trimmed
     text: str
     spans: tuple[tuple[int, int], ...]  # speech within audio, in samples
+    name: str = ""  # e.g. "conf-getpin": the same prompt in every language's package
 
 
 def _transcripts(voice: str) -> dict[str, str]:
+    """Prompt name (its path under the voice's folder, no extension) -> transcript."""
     if voice not in TRANSCRIPTS:
         return {}
-    pkg = TRANSCRIPTS[voice]
-    path = Path(f"/usr/share/doc/{pkg}/core-sounds-{pkg.rsplit('-', 1)[1]}.txt.gz")
+    path = Path(TRANSCRIPTS[voice])
     if not path.exists():
-        raise RuntimeError(f"{path} is missing: install the Debian package {pkg}")
+        pkg = "asterisk-" + path.name.removesuffix(".txt.gz")
+        raise RuntimeError(f"{path} is missing: scripts/install.sh (as root) installs it ({pkg})")
     out = {}
     for line in gzip.decompress(path.read_bytes()).decode("utf-8-sig", "replace").splitlines():
         name, sep, text = line.partition(":")
         if sep and not line.startswith(";"):
             text = text.strip().removeprefix(f"{name}:")  # ru repeats some names
+            name = name.strip()
+            if voice == "fr_june":
+                name, text = _FR_RENAMED.get(name, name), _RUN_ON.sub("", text)
             # [@], (tone plays): annotations, not words.
-            out[name.strip()] = " ".join(re.sub(r"\[[^]]*\]|\([^)]*\)", " ", text).split())
+            out[name] = " ".join(re.sub(r"\[[^]]*\]|\([^)]*\)", " ", text).split())
     return out
 
 
@@ -176,7 +203,7 @@ def _prompts(voice: str) -> tuple[_Prompt, ...]:
             audio = resample_poly(audio, SAMPLE_RATE // g, rate // g).astype(np.float32)
         if len(audio) > _MIN_PROMPT_S * SAMPLE_RATE:
             spans = tuple(speech_spans(audio, SAMPLE_RATE))
-            prompts.append(_Prompt(audio, texts.get(name, ""), spans))
+            prompts.append(_Prompt(audio, texts.get(name, ""), spans, name))
     if not prompts:
         raise RuntimeError(
             f"no prompts for voice {voice!r} ({pattern}): install the Debian package "
@@ -238,6 +265,26 @@ def build_meeting(
     if peak > 0.99:
         audio *= 0.99 / peak
     return RealRecording(audio, turns, spans, texts, prompt_spans)
+
+
+def turn_languages(
+    recording: RealRecording, speech: bool = False
+) -> list[tuple[float, float, str]]:
+    """(start, end, ISO 639-1 code) of every turn (turn_spans, parallel to texts), or with
+    speech=True of every stretch of speech (turns)."""
+    return [
+        (s, e, LANGUAGE[v]) for s, e, v in (recording.turns if speech else recording.turn_spans)
+    ]
+
+
+def texts_by_language(recording: RealRecording) -> dict[str, str]:
+    """The turns' transcripts joined per language, in time order: the references for
+    tests.multilingual.words_by_language. Voices without transcripts add nothing."""
+    out: dict[str, list[str]] = {}
+    for (_, _, voice), text in zip(recording.turn_spans, recording.texts, strict=True):
+        if text:
+            out.setdefault(LANGUAGE[voice], []).append(text)
+    return {lang: " ".join(texts) for lang, texts in out.items()}
 
 
 def cached_meeting(

@@ -218,15 +218,16 @@ def test_serve_config_validates_against_serve_schema(path: Path) -> None:
 
 @pytest.mark.parametrize("path", SERVE_CONFIGS, ids=lambda p: p.name)
 def test_serve_config_args_are_settings(path: Path) -> None:
-    from deployments.model_store import BUNDLED, BUNDLED_WHISPER
+    from deployments.model_store import BUNDLED, BUNDLED_WHISPER_DIRS
     from serve_app.settings import Settings
 
     (app,) = load_yaml(path)["applications"]
     assert app["import_path"] == "serve_app.app:app_builder"
     settings = Settings.model_validate(app["args"])  # extra="forbid": unknown args fail
-    if settings.whisper_model not in (BUNDLED, BUNDLED_WHISPER):
-        # A hub model only loads with downloads allowed (or from a local directory).
-        assert settings.allow_downloads or Path(settings.whisper_model).is_absolute()
+    for model in settings.whisper_models:
+        if model not in (BUNDLED, *BUNDLED_WHISPER_DIRS):
+            # A hub model only loads with downloads allowed (or from a local directory).
+            assert settings.allow_downloads or Path(model).is_absolute()
 
 
 @pytest.mark.parametrize("path", SERVE_CONFIGS, ids=lambda p: p.name)
@@ -236,10 +237,17 @@ def test_serve_config_deployments_exist_in_app(path: Path) -> None:
     from serve_app.app import app_builder
 
     (app,) = load_yaml(path)["applications"]
+    from deployments.transcriber import deployment_name
+    from serve_app.settings import Settings
+
+    (app,) = load_yaml(path)["applications"]
     built = build_app(app_builder(app["args"]), name=app["name"])  # binds; starts nothing
     app_deployments = {d.name for d in built.deployments}
-    assert app_deployments == set(DEPLOYMENT_SOURCES)
-    assert set(deployments(load_yaml(path))) <= app_deployments
+    settings = Settings.model_validate(app["args"])
+    models = {deployment_name(m, settings.whisper_model) for m in settings.whisper_models}
+    assert app_deployments == set(DEPLOYMENT_SOURCES) | models
+    # Every served model is sized in the file, not left to the class defaults.
+    assert set(deployments(load_yaml(path))) == app_deployments
 
 
 def test_cpu_serve_config_uses_no_gpus() -> None:
@@ -259,7 +267,8 @@ def test_gpu_serve_config_packs_fractional_gpus() -> None:
 @pytest.mark.parametrize("path", SERVE_CONFIGS, ids=lambda p: p.name)
 def test_user_config_keys_match_reconfigure(path: Path) -> None:
     for name, d in deployments(load_yaml(path)).items():
-        understood = reconfigure_keys(DEPLOYMENT_SOURCES[name], name)
+        cls = name.split("-")[0]  # Transcriber-tiny-en is a Transcriber
+        understood = reconfigure_keys(DEPLOYMENT_SOURCES[cls], cls)
         if "user_config" not in d:
             continue
         assert understood is not None, f"{name} has user_config but no reconfigure"

@@ -226,7 +226,7 @@ def test_one_failing_request_does_not_fail_its_batch(whisper_core, jfk_audio, mo
     def fragile(audios, opt, language):
         if any(len(a) == len(bad) for a in audios):
             raise RuntimeError("decoder choked on one request")
-        return real(audios, opt, language)
+        return real(audios, opt)
 
     monkeypatch.setattr(whisper_core, "_decode_group", fragile)
     opts = TranscribeOptions()

@@ -417,7 +417,8 @@ def test_streamed_stitching_writes_what_stitch_returns(voices, monkeypatch, diar
     plans = sorted((oc.plan for oc in outs), key=lambda p: p.start)
     asyncio.run(result_writer.stitch_to_store(sink, "job", plans, 120.0, options))
     assert sink.appends > 3
-    assert JobResult.model_validate_json(sink.result) == expected
+    # Compared as written: a word's language is kept while stitching, never written.
+    assert JobResult.model_validate_json(sink.result).model_dump() == expected.model_dump()
     assert len(expected.speakers) == (3 if diarized else 0)
     assert sum(len(s.words) for s in expected.segments) == sum(
         len(oc.transcription.words) for oc in outs

@@ -1,0 +1,165 @@
+"""Many languages on real voices: language per segment, and WER per language.
+
+    .venv/bin/python bench/multilingual.py [--minutes 6] [--seed 0] [--json out.json]
+
+A meeting of real voices that each speak their own language (Debian's prompt packages,
+tests/realvoices.py: turns of 1-4 prompts, 0.3-1.5 s apart) is submitted as a job to the
+app deployed as serve_config.yaml deploys it (default model, no `language`, diarized). Two
+meetings: tune voices (en_allison, fr_june, it_carlo; the language threshold was chosen on
+these) and held-out voices (ru, fr_armelle, it_menardi; never used to choose anything).
+
+Reported, per meeting:
+- language accuracy: the share of the result's segments whose `language` is that of the
+  reference turn they overlap most (tests/multilingual.language_scores); next to it, what a
+  single detection from the first 30 s (faster-whisper's default) would score;
+- WER per language (voices with transcripts: en, fr, it, ru): the job's text of the segments
+  assigned to that language's turns, next to faster-whisper's BatchedInferencePipeline with
+  the same model on that language's turns alone (cut out and joined), same run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.cluster import Cluster
+from bench.common import (
+    add_common_args,
+    bench_settings,
+    default_deploy,
+    load_whisper,
+    log,
+    make_parser,
+    ray_cpus,
+    table,
+    workspace,
+    write_json,
+)
+
+SAMPLE_RATE = 16_000
+MEETINGS = {
+    "tune": ["en_allison", "fr_june", "it_carlo"],
+    "held-out": ["ru", "fr_armelle", "it_menardi"],
+}
+
+
+def language_alone(rec, language: str) -> np.ndarray:
+    """The recording's turns in `language`, cut out and joined with 0.5 s of silence."""
+    from tests.realvoices import LANGUAGE
+
+    gap = np.zeros(SAMPLE_RATE // 2, np.float32)
+    pieces = []
+    for start, end, voice in rec.turn_spans:
+        if LANGUAGE[voice] == language:
+            pieces += [rec.audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)], gap]
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+
+
+def batched_text(model, audio: np.ndarray) -> str:
+    """faster-whisper's batched pipeline as its README shows it (language detected)."""
+    from faster_whisper import BatchedInferencePipeline
+
+    segments, _ = BatchedInferencePipeline(model).transcribe(audio, batch_size=8)
+    return " ".join(s.text.strip() for s in segments)
+
+
+def first_30s_language(model, audio: np.ndarray) -> str:
+    language, _, _ = model.detect_language(audio[: 30 * SAMPLE_RATE])
+    return language
+
+
+def main() -> int:
+    parser = make_parser(__doc__)
+    parser.add_argument("--minutes", type=float, default=6.0, help="length of each meeting")
+    parser.add_argument("--seed", type=int, default=0, help="meeting seed")
+    parser.add_argument("--dump", type=Path, help="write each job's result JSON into this folder")
+    add_common_args(parser)
+    args = parser.parse_args()
+
+    from tests.multilingual import language_scores, words_by_language
+    from tests.multilingual import wer as language_wer
+    from tests.realvoices import cached_meeting, texts_by_language, turn_languages
+
+    meetings = {
+        name: cached_meeting(v, args.minutes, seed=args.seed) for name, v in MEETINGS.items()
+    }
+    with workspace() as tmp:
+        settings = bench_settings(tmp / "data", args)
+        model = load_whisper(settings, args.threads)
+        baseline: dict[str, dict] = {}
+        for name, rec in meetings.items():
+            refs = texts_by_language(rec)
+            first = first_30s_language(model, rec.audio)
+            texts = {lang: batched_text(model, language_alone(rec, lang)) for lang in refs}
+            baseline[name] = {"first": first, "texts": texts, "refs": refs}
+            log(f"{name}: baseline done (first 30 s say {first!r})")
+        del model
+        results = {}
+        with Cluster(settings, args.port, ray_cpus(args)) as cluster:
+            cluster.deploy(**default_deploy())
+            for name, rec in meetings.items():
+                path = rec.write_wav(tmp / f"{name}.wav")
+                run = cluster.run_job(path, diarize=True)
+                if run.status != "completed":
+                    raise RuntimeError(f"{name} job {run.status}: {run.snapshot.get('error')}")
+                results[name] = run
+                if args.dump:
+                    args.dump.mkdir(parents=True, exist_ok=True)
+                    (args.dump / f"{name}.json").write_text(json.dumps(run.result, indent=1))
+                log(f"{name}: job done in {run.wall_s:.0f} s")
+
+    accuracy_rows, wer_rows = [], []
+    for name, rec in meetings.items():
+        reference = turn_languages(rec)
+        segments = results[name].result["segments"]
+        share, count = language_scores(segments, reference)
+        first = baseline[name]["first"]
+        single = [{**s, "language": first} for s in segments]
+        single_share, _ = language_scores(single, reference)
+        found = results[name].result.get("languages")
+        accuracy_rows.append([name, count, share, first, single_share, " ".join(found or [])])
+        hyp = words_by_language(segments, reference)
+        for lang, ref in baseline[name]["refs"].items():
+            job = language_wer(ref, hyp.get(lang, ""), lang)
+            batched = language_wer(ref, baseline[name]["texts"][lang], lang)
+            wer_rows.append([name, lang, len(ref.split()), job, batched, (job - batched) * 100])
+    tables = [
+        table(
+            f"Language per segment, {args.minutes:g} min meetings of real voices "
+            f"({settings.whisper_model}, default config, no `language`)",
+            [
+                "meeting",
+                "segments",
+                "job: right",
+                "first 30 s say",
+                "one language: right",
+                "languages found",
+            ],
+            accuracy_rows,
+            digits=3,
+        ),
+        table(
+            "WER per language: job path vs BatchedInferencePipeline on the language's turns alone",
+            [
+                "meeting",
+                "language",
+                "ref words",
+                "job WER",
+                "batched WER",
+                "job - batched (points)",
+            ],
+            wer_rows,
+            digits=3,
+        ),
+    ]
+    write_json(args.json, args, tables)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,186 @@
+"""After a job's segments are transcribed: make each part's language right.
+
+Each 30 s window of speech was decoded in the language detected on it. Two things go wrong
+on real recordings, and both are mended here before stitching:
+
+- A window holding two speakers who speak different languages is decoded in one of them
+  (Whisper's detection picks one: 20 s of French then 8 s of Italian came out "it", 0.94).
+  When a diarized job finds two or more languages spoken with confidence, each segment with
+  more than one speaker is transcribed again with its windows cut where speakers hand over
+  (the diarization says where), so every window holds one voice. A job in one language pays
+  nothing for this.
+- A window unsure of its language (a short turn, a poor telephone line) is decoded again in
+  the language its speaker speaks with confidence elsewhere in the recording (speakers
+  linked across segments as stitching links them).
+- A segment unsure of its language (transcription-only jobs have no speakers) takes the
+  language of its nearest sure neighbour (deployments.window_language.settle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import ray
+from pydantic import BaseModel
+
+from deployments.audio import read_spans
+from deployments.schemas import Diarization, TranscribeOptions, Transcription
+from deployments.window_language import SURE_PROBABILITY, settle, speaker_cuts
+from jobs.records import JobRecord
+from jobs.speaker_linking import TrackSet
+from jobs.splitter import SegmentPlan
+from jobs.stitch import link_speakers, segment_words
+from jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+class _LanguageOnly(BaseModel):
+    """The part of a transcription checkpoint that says its language."""
+
+    language: str | None = None
+    language_probability: float = 0.0
+
+
+async def _languages(store: JobStore, job_id: str, plans: list[SegmentPlan]) -> list:
+    found = []
+    for plan in plans:
+        raw = await store.checkpoint(job_id, f"{plan.key}:t")
+        head = _LanguageOnly.model_validate_json(raw) if raw else None
+        found.append((head.language, head.language_probability) if head else (None, 0.0))
+    return found
+
+
+async def _cut_options(
+    store: JobStore, record: JobRecord, plans: list[SegmentPlan]
+) -> dict[int, TranscribeOptions]:
+    """Per segment with more than one speaker: options that cut its windows at handovers."""
+    base = record.options.transcribe_options()
+    out: dict[int, TranscribeOptions] = {}
+    for i, plan in enumerate(plans):
+        raw = await store.checkpoint(record.id, f"{plan.key}:d")
+        if raw is None:
+            continue
+        d = Diarization.model_validate_json(raw)
+        cuts = speaker_cuts([(t.start, t.end, t.speaker) for t in d.exclusive_turns])
+        if cuts:
+            out[i] = base.model_copy(update={"cuts": cuts})
+    return out
+
+
+async def settle_languages(
+    store: JobStore,
+    record: JobRecord,
+    plans: list[SegmentPlan],
+    audio_path: Path,
+    diarized: bool,
+    transcribe: Callable,
+    report: Callable,
+) -> None:
+    """Redo the segments whose language is in doubt (see the module's doc).
+
+    Args:
+        transcribe: `await transcribe(plan, ref, options)` transcribes one segment again and
+            saves its checkpoint (the runner's retried, validated call).
+        report: `await report(stage)` says what is happening.
+    """
+    plans = sorted(plans, key=lambda p: (p.start, p.index))
+    found = await _languages(store, record.id, plans)
+    sure = {lang for lang, p in found if lang and p >= SURE_PROBABILITY}
+    redo: dict[int, TranscribeOptions] = {}
+    hints: dict[int, tuple] = {}
+    if diarized and len(sure) > 1:
+        redo = await _cut_options(store, record, plans)
+        if redo:
+            await report(f"{len(sure)} languages found: transcribing {len(redo)} segments by turn")
+            await _run(record, plans, audio_path, redo, transcribe)
+        hints = await _speaker_hints(store, record, plans)
+        if hints:
+            await report(f"giving {len(hints)} segments their speakers' languages")
+            base = record.options.transcribe_options()
+            options = {
+                i: (redo.get(i) or base).model_copy(update={"hints": h}) for i, h in hints.items()
+            }
+            await _run(record, plans, audio_path, options, transcribe)
+        found = await _languages(store, record.id, plans)
+    changes = settle(found)
+    if changes:
+        await report(f"settling the language of {len(changes)} segments")
+        base = record.options.transcribe_options()
+        options = {
+            i: (redo.get(i) or base).model_copy(update={"language": lang})
+            for i, lang in changes.items()
+        }
+        await _run(record, plans, audio_path, options, transcribe)
+    log.info(
+        "job %s: languages %s; %d segment(s) cut by turn, %d given speakers' languages, %d settled",
+        record.id,
+        sorted(sure),
+        len(redo),
+        len(hints),
+        len(changes),
+    )
+
+
+async def _speaker_hints(
+    store: JobStore, record: JobRecord, plans: list[SegmentPlan]
+) -> dict[int, tuple[tuple[float, float, str], ...]]:
+    """Per segment, its unsure windows whose speaker speaks another language with confidence
+    elsewhere: (start, end, that language), segment-relative."""
+    tracks = TrackSet()
+    for plan in plans:
+        raw = await store.checkpoint(record.id, f"{plan.key}:d")
+        tracks.add(Diarization.model_validate_json(raw) if raw else None)
+    diarize = record.options.diarize_options()
+    speakers = await asyncio.to_thread(link_speakers, plans, tracks, diarize)
+    del tracks
+    windows = []  # (segment, start, end, language, probability, speaker)
+    votes: dict[str, Counter[str]] = defaultdict(Counter)
+    for i, plan in enumerate(plans):
+        raw = await store.checkpoint(record.id, f"{plan.key}:t")
+        if raw is None:
+            continue
+        transcription = Transcription.model_validate_json(raw)
+        for seg in transcription.segments:
+            words = segment_words(plan, transcription.model_copy(update={"segments": [seg]}), 16000)
+            speakers.attribute(words)
+            heard: Counter[str] = Counter()
+            for w in words:
+                if w.speaker:
+                    heard[w.speaker] += w.end - w.start
+            who = heard.most_common(1)[0][0] if heard else None
+            sure = (seg.language_probability or 0.0) >= SURE_PROBABILITY
+            windows.append((i, seg.start, seg.end, seg.language, sure, who))
+            if who and seg.language and sure:
+                votes[who][seg.language] += seg.end - seg.start
+    spoken = {who: counts.most_common(1)[0][0] for who, counts in votes.items()}
+    hints: dict[int, list] = defaultdict(list)
+    for i, start, end, language, sure, who in windows:
+        wanted = spoken.get(who)
+        if wanted and not sure and language != wanted:
+            hints[i].append((start, end, wanted))
+    return {i: tuple(h) for i, h in hints.items()}
+
+
+async def _run(record, plans, audio_path, options: dict, transcribe: Callable) -> None:
+    """Transcribe the segments in `options` again, reading the audio once, a few at a time."""
+    spans = read_spans(audio_path, {i: (plans[i].start, plans[i].end) for i in options})
+    pending: set[asyncio.Task] = set()
+    try:
+        while (item := await asyncio.to_thread(next, spans, None)) is not None:
+            i, audio = item
+            call = transcribe(plans[i], ray.put(audio), options[i])
+            pending.add(asyncio.create_task(call))
+            if len(pending) >= 4:  # a few in flight: replicas stay busy, memory bounded
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
+        for task in asyncio.as_completed(pending):
+            await task
+    finally:
+        for task in pending:
+            task.cancel()

@@ -1,0 +1,71 @@
+"""Which language each part of a stitched transcript was spoken in.
+
+Every word keeps the language its 30 s window was decoded in (deployments.window_language);
+sentences split where it changes, and turns and the recording take the language of most of
+their words.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter, defaultdict
+from typing import TYPE_CHECKING
+
+from deployments.schemas import SpeakerTurn, Transcription
+from jobs.splitter import SegmentPlan
+
+if TYPE_CHECKING:
+    from jobs.stitch import StitchedWord
+
+
+class LanguageVote:
+    """The languages spoken: words counted by the language they were decoded in."""
+
+    def __init__(self) -> None:
+        self._words: Counter[str] = Counter()
+        self._audio: Counter[str] = Counter()
+
+    def add(self, plan: SegmentPlan, transcription: Transcription, words: list[StitchedWord]):
+        self._words.update(w.language for w in words if w.language)
+        if transcription.language:
+            self._audio[transcription.language] += plan.end - plan.start
+
+    def result(self) -> tuple[str | None, list[str]]:
+        """(the main language, all of them by words); with nothing said, the detection
+        over the most audio."""
+        votes = self._words if self._words.total() else self._audio
+        ranked = [code for code, _ in votes.most_common()]
+        return (ranked[0] if ranked else None), ranked if self._words.total() else []
+
+
+class TurnLanguages:
+    """Each speaker turn's language: what most of its words' time was spoken in."""
+
+    def __init__(self, turns: list[SpeakerTurn]) -> None:
+        self._turns = turns
+        self._spans: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
+        for i, t in enumerate(turns):
+            self._spans[t.speaker].append((t.start, t.end, i))
+        self._starts = {name: [s[0] for s in spans] for name, spans in self._spans.items()}
+        self._votes: dict[int, Counter[str]] = defaultdict(Counter)
+
+    def add(self, words: list[StitchedWord]) -> None:
+        for w in words:
+            spans = self._spans.get(w.speaker or "")
+            if not spans or not w.language:
+                continue
+            mid = (w.start + w.end) / 2
+            k = bisect.bisect_right(self._starts[w.speaker], mid)
+            near = min(
+                spans[max(k - 1, 0) : k + 1],
+                key=lambda s: 0.0 if s[0] <= mid <= s[1] else min(abs(s[0] - mid), abs(s[1] - mid)),
+            )
+            self._votes[near[2]][w.language] += max(w.end - w.start, 0.01)
+
+    def turns(self) -> list[SpeakerTurn]:
+        return [
+            t.model_copy(update={"language": self._votes[i].most_common(1)[0][0]})
+            if self._votes.get(i)
+            else t
+            for i, t in enumerate(self._turns)
+        ]

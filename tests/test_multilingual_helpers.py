@@ -1,0 +1,87 @@
+"""The multilingual scoring helpers (tests/multilingual.py) on hand-made inputs: no models."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from tests.conftest import normalize_text
+from tests.conftest import wer as english_wer
+from tests.multilingual import (
+    language_accuracy,
+    language_scores,
+    normalize,
+    wer,
+    words_by_language,
+)
+from tests.realvoices import LANGUAGE, VOICES, RealRecording, texts_by_language, turn_languages
+
+
+def test_normalize_french_and_italian():
+    assert normalize("« Quelle heure est-il ? » — L’heure, c'est l'heure !", "fr") == (
+        "quelle heure est il l heure c est l heure"
+    )
+    assert normalize("Un po' d’acqua: perché NO?", "it") == "un po d acqua perché no"
+    # Accents and digits stay; NFKC folds compatibility forms.
+    assert normalize("À 10 h 30, ÉTÉ…  ﬁn", "fr") == "à 10 h 30 été fin"
+    assert normalize("Ещё раз, пожалуйста.", "ru") == "ещё раз пожалуйста"
+
+
+def test_normalize_english_matches_conftest():
+    for text in (
+        "And so my fellow Americans, ask not what your country can do for you.",
+        "Don't stop -- it's 10:30 a.m.! (twenty-one)",
+    ):
+        assert normalize(text, "en") == normalize_text(text)
+    assert normalize("It’s", "en") == "it's"  # a typographic apostrophe is an apostrophe
+
+
+def test_wer():
+    assert wer("Bonjour, l'heure est venue.", "bonjour l heure est venue", "fr") == 0.0
+    assert wer("Bonjour, l'heure est venue.", "Bonjour l'heure est venu", "fr") == pytest.approx(
+        1 / 5
+    )
+    ref, hyp = "Ask not what your country can do for you.", "ask what your country can do for me"
+    assert wer(ref, hyp, "en") == pytest.approx(english_wer(ref, hyp)) == pytest.approx(2 / 9)
+    with pytest.raises(ValueError):
+        wer(" ... ", "anything", "fr")
+
+
+REFERENCE = [(0.0, 10.0, "en"), (9.0, 20.0, "fr"), (25.0, 30.0, "it")]
+
+
+def test_language_accuracy_by_most_overlap():
+    segments = [
+        {"start": 0.0, "end": 5.0, "language": "en", "text": "hello"},
+        {"start": 8.0, "end": 15.0, "language": "fr", "text": "bonjour"},  # mostly fr
+        SimpleNamespace(start=8.0, end=10.5, language="fr", text="salut"),  # mostly en
+        {"start": 21.0, "end": 24.0, "language": "de", "text": "hallo"},  # overlaps nothing
+        SimpleNamespace(start=26.0, end=27.0, language=None, text="ciao"),  # no language
+    ]
+    assert language_scores(segments, REFERENCE) == (0.5, 4)
+    assert language_accuracy(segments, REFERENCE) == 0.5
+    assert math.isnan(language_accuracy([], REFERENCE))
+    assert language_scores([{"start": 20.0, "end": 25.0, "language": "fr"}], REFERENCE)[1] == 0
+
+
+def test_words_by_language():
+    segments = [
+        {"start": 0.0, "end": 5.0, "language": "en", "text": " hello there "},
+        {"start": 8.0, "end": 15.0, "language": "en", "text": "bonjour"},
+        {"start": 15.0, "end": 19.0, "language": "fr", "text": "à tous"},
+        {"start": 21.0, "end": 24.0, "language": "de", "text": "hallo"},
+        {"start": 25.0, "end": 26.0, "language": "it", "text": ""},
+    ]
+    assert words_by_language(segments, REFERENCE) == {"en": "hello there", "fr": "bonjour à tous"}
+
+
+def test_turn_languages_and_texts():
+    assert set(LANGUAGE) == set(VOICES)
+    spans = [(0.0, 2.0, "en_allison"), (2.5, 4.0, "fr_june"), (3.5, 6.0, "es_co")]
+    rec = RealRecording(np.zeros(16_000 * 6, np.float32), spans, spans, ["hi", "salut", ""])
+    assert turn_languages(rec) == [(0.0, 2.0, "en"), (2.5, 4.0, "fr"), (3.5, 6.0, "es")]
+    assert turn_languages(rec, speech=True) == turn_languages(rec)
+    assert texts_by_language(rec) == {"en": "hi", "fr": "salut"}
