@@ -18,8 +18,8 @@ def _transcribe(http, content: bytes, name="audio.flac", **form):
 def test_healthz_reports_models(http):
     body = http.get("/healthz").json()
     assert body["status"] == "ok"
-    assert body["transcriber"] == "base" and body["device"] == "cpu"
-    assert body["models"] == ["base", "tiny.en"]
+    assert body["transcriber"] == "tiny.en" and body["device"] == "cpu"
+    assert body["models"] == ["tiny.en", "base"]
 
 
 def test_openai_text_format_prints_the_sentence(http):
