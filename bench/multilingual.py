@@ -8,6 +8,10 @@ app deployed as serve_config.yaml deploys it (default model, no `language`, diar
 meetings: tune voices (en_allison, fr_june, it_carlo; the language threshold was chosen on
 these) and held-out voices (ru, fr_armelle, it_menardi; never used to choose anything).
 
+With --calibrate it first shows where the sure-language threshold
+(deployments.window_language.SURE_PROBABILITY) comes from: on single prompts of the tune
+voices, the detection probability of right and wrong guesses, by prompt length.
+
 Reported, per meeting:
 - language accuracy: the share of the result's segments whose `language` is that of the
   reference turn they overlap most (tests/multilingual.language_scores); next to it, what a
@@ -73,10 +77,62 @@ def first_30s_language(model, audio: np.ndarray) -> str:
     return language
 
 
+def calibrate(model, per_voice: int, seed: int) -> dict:
+    """Detection on single prompts of the tune voices: how sure right and wrong guesses are."""
+    from faster_whisper.audio import pad_or_trim
+
+    from deployments.window_language import parse_detection
+    from tests.realvoices import LANGUAGE, voice_prompts
+
+    rng = np.random.default_rng(seed)
+    rows: dict[str, list] = {}
+    for voice in MEETINGS["tune"]:
+        prompts = voice_prompts(voice)
+        for i in rng.permutation(len(prompts))[:per_voice]:
+            audio = prompts[i].audio
+            features = pad_or_trim(model.feature_extractor(audio)[..., :-1])
+            found = model.model.detect_language(model.encode(features[None]))[0]
+            code, p = next(iter(parse_detection(found, keep=1).items()))
+            band = "< 1.5 s" if len(audio) < 1.5 * SAMPLE_RATE else ">= 1.5 s"
+            rows.setdefault(band, []).append((code == LANGUAGE[voice], p))
+    out = []
+    for band, found in sorted(rows.items()):
+        right = [p for ok, p in found if ok]
+        wrong = [p for ok, p in found if not ok]
+        out.append(
+            [
+                band,
+                len(found),
+                len(wrong),
+                min(right) if right else None,
+                float(np.median(right)) if right else None,
+                max(wrong) if wrong else None,
+                sum(p < 0.7 for p in right) / max(len(right), 1),
+            ]
+        )
+    return table(
+        "Language detection on single prompts of the tune voices (base)",
+        [
+            "prompt",
+            "prompts",
+            "wrong",
+            "right: min p",
+            "right: median p",
+            "wrong: max p",
+            "right under 0.7",
+        ],
+        out,
+        digits=3,
+    )
+
+
 def main() -> int:
     parser = make_parser(__doc__)
     parser.add_argument("--minutes", type=float, default=6.0, help="length of each meeting")
     parser.add_argument("--seed", type=int, default=0, help="meeting seed")
+    parser.add_argument(
+        "--calibrate", type=int, metavar="N", help="first probe N single prompts per tune voice"
+    )
     parser.add_argument("--dump", type=Path, help="write each job's result JSON into this folder")
     add_common_args(parser)
     args = parser.parse_args()
@@ -91,6 +147,7 @@ def main() -> int:
     with workspace() as tmp:
         settings = bench_settings(tmp / "data", args)
         model = load_whisper(settings, args.threads)
+        calibration = [calibrate(model, args.calibrate, args.seed)] if args.calibrate else []
         baseline: dict[str, dict] = {}
         for name, rec in meetings.items():
             refs = texts_by_language(rec)
@@ -129,6 +186,7 @@ def main() -> int:
             batched = language_wer(ref, baseline[name]["texts"][lang], lang)
             wer_rows.append([name, lang, len(ref.split()), job, batched, (job - batched) * 100])
     tables = [
+        *calibration,
         table(
             f"Language per segment, {args.minutes:g} min meetings of real voices "
             f"({settings.whisper_model}, default config, no `language`)",

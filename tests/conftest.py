@@ -152,7 +152,11 @@ def serve_url(ray_cluster, app_settings) -> Iterator[str]:
 
     settings = app_settings
     serve.run(
-        build_app(settings, transcriber={"num_replicas": 2, "autoscaling_config": None}),
+        build_app(
+            settings,
+            transcriber={"num_replicas": 2, "autoscaling_config": None},
+            models={"Transcriber-base": {"num_replicas": 1, "autoscaling_config": None}},
+        ),
         name="speech",
         route_prefix="/",
     )

@@ -50,6 +50,9 @@ def main() -> int:
         redis_url=redis_url,
         redis_key_prefix=prefix,
         app_name="multi",
+        # The session app's model (tests/conftest.py), so words compare; one model only.
+        whisper_model="tiny.en",
+        extra_whisper_models=[],
     )
     serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": int(port)})
     app = build_app(

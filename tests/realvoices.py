@@ -16,6 +16,7 @@ import functools
 import glob
 import gzip
 import hashlib
+import io
 import json
 import os
 import re
@@ -265,6 +266,13 @@ def build_meeting(
     if peak > 0.99:
         audio *= 0.99 / peak
     return RealRecording(audio, turns, spans, texts, prompt_spans)
+
+
+def wav_bytes(audio: np.ndarray) -> bytes:
+    """16 kHz audio as the bytes of a 16-bit WAV file (an upload)."""
+    buf = io.BytesIO()
+    sf.write(buf, audio, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
 
 
 def turn_languages(

@@ -9,29 +9,21 @@ and a third enrolled person is absent.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from tests.jobclient import TERMINAL
 from tests.knownvoices import enrollment_samples, naming_rates
-from tests.realvoices import SAMPLE_RATE, cached_meeting
+from tests.realvoices import SAMPLE_RATE, cached_meeting, wav_bytes
 
 pytestmark = [pytest.mark.ray, pytest.mark.models]
 
 VOICES = ["ru", "fr_armelle", "it_menardi"]  # held out from calibration; it_menardi unenrolled
 ENROLLED = {"ru": "Olga", "fr_armelle": "Armelle", "en_allison": "Allison"}  # Allison absent
-
-
-def _wav(audio: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, audio, SAMPLE_RATE, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +34,9 @@ def meeting(tmp_path_factory):
 
 
 def _enroll(http, name: str, samples: list[np.ndarray]):
-    files = [("file", (f"{name}-{i}.wav", _wav(s), "audio/wav")) for i, s in enumerate(samples)]
+    files = [
+        ("file", (f"{name}-{i}.wav", wav_bytes(s), "audio/wav")) for i, s in enumerate(samples)
+    ]
     return http.post("/v1/speakers", data={"name": name}, files=files)
 
 
@@ -149,12 +143,14 @@ def test_bad_samples_get_a_4xx_that_names_the_problem(http, meeting, enrolled):
     r = http.post(
         "/v1/speakers",
         data={"name": "Olga"},
-        files=[("file", ("o.wav", _wav(one[0]), "audio/wav"))],
+        files=[("file", ("o.wav", wav_bytes(one[0]), "audio/wav"))],
     )
     assert (r.status_code, r.json()["error"]["code"]) == (409, "name_taken")
     r = http.post("/v1/speakers", data={"name": "x"}, files=[("file", ("n.wav", b"not audio"))])
     assert r.status_code == 422 and "file" in r.json()["error"]["message"]
-    r = http.post("/v1/jobs", files={"file": ("a.wav", _wav(one[0]))}, data={"speakers": "Nobody"})
+    r = http.post(
+        "/v1/jobs", files={"file": ("a.wav", wav_bytes(one[0]))}, data={"speakers": "Nobody"}
+    )
     assert (r.status_code, r.json()["error"]["code"]) == (422, "unknown_speaker")
     # Nothing was enrolled by the refusals, and the list shows no voiceprints.
     listed = http.get("/v1/speakers").json()["data"]
@@ -171,7 +167,7 @@ def test_openai_client_names_known_speakers_in_diarized_json(serve_url, meeting)
     refs = {}
     for voice, name in (("ru", "agent"), ("fr_armelle", "customer")):
         sample = enrollment_samples(voice, rec, samples=1, min_s=5.0, seed=11)[0]
-        refs[name] = "data:audio/wav;base64," + base64.b64encode(_wav(sample)).decode()
+        refs[name] = "data:audio/wav;base64," + base64.b64encode(wav_bytes(sample)).decode()
     client = OpenAI(base_url=f"{serve_url}/v1", api_key="unused", timeout=600)
     with path.open("rb") as fh:
         result = client.audio.transcriptions.create(
@@ -204,7 +200,7 @@ def test_cli_enrolls_lists_uses_and_removes_speakers(serve_url, meeting, tmp_pat
     samples = []
     for i, audio in enumerate(enrollment_samples("ru", rec, seed=21)):
         samples.append(tmp_path / f"ru-{i}.wav")
-        samples[-1].write_bytes(_wav(audio))
+        samples[-1].write_bytes(wav_bytes(audio))
     base = ["--url", serve_url]
     assert main(["speakers", "add", "Natasha", *map(str, samples), *base]) == 0
     assert main(["speakers", "list", *base]) == 0

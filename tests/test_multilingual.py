@@ -11,12 +11,10 @@ come from bench/multilingual.py.
 
 from __future__ import annotations
 
-import io
 import re
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from tests import jobclient
 from tests.conftest import JFK
@@ -28,16 +26,11 @@ from tests.realvoices import (
     texts_by_language,
     turn_languages,
     voice_prompts,
+    wav_bytes,
 )
 
 SR = 16_000
 VOICES = ["en_allison", "fr_june", "it_carlo"]
-
-
-def _wav(audio: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, audio, SR, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +123,7 @@ def test_each_language_is_transcribed_as_well_as_on_its_own(meeting, meeting_res
 
 def test_a_given_language_is_used_everywhere(http, tmp_path):
     path = tmp_path / "fr.wav"
-    path.write_bytes(_wav(_prompts_alike("fr_june", ["vm-goodbye", "conf-getpin"])))
+    path.write_bytes(wav_bytes(_prompts_alike("fr_june", ["vm-goodbye", "conf-getpin"])))
     job_id = jobclient.submit(http, path, diarize=False, language="fr", model="base")
     assert jobclient.wait_done(http, job_id)["status"] == "completed"
     result = jobclient.result(http, job_id)
@@ -181,12 +174,12 @@ def test_openai_client_translates_french_to_english(serve_url):
     audio = _prompts_alike("fr_june", list(TRANSLATED))
     client = OpenAI(base_url=f"{serve_url}/v1", api_key="unused", timeout=300)
     text = client.audio.translations.create(
-        model="base", file=("fr.wav", _wav(audio)), response_format="text"
+        model="base", file=("fr.wav", wav_bytes(audio)), response_format="text"
     )
     assert not _missing_stems(text), text
     assert not re.search(r"\b(le|la|les|vous|est)\b", text.lower()), text  # not French
     verbose = client.audio.translations.create(
-        model="base", file=("fr.wav", _wav(audio)), response_format="verbose_json"
+        model="base", file=("fr.wav", wav_bytes(audio)), response_format="verbose_json"
     )
     assert verbose.language == "english" and verbose.segments
     assert not _missing_stems(verbose.text), verbose.text
@@ -216,7 +209,7 @@ def test_cli_picks_the_model_and_translates(serve_url, tmp_path):
     from serve_app.cli import main
 
     path = tmp_path / "appel.wav"
-    path.write_bytes(_wav(_prompts_alike("fr_june", list(TRANSLATED))))
+    path.write_bytes(wav_bytes(_prompts_alike("fr_june", list(TRANSLATED))))
     out = tmp_path / "out"
     base = ["--url", serve_url, "-q", "-o", str(out), "-f", "json"]
     cli = ["transcribe", str(path), "--model", "base", "--translate", "--no-diarize"]

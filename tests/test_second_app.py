@@ -41,6 +41,7 @@ def _settings(app_settings, **changes):
             "redis_key_prefix": "keyed:",
             "max_active_jobs": SMALL_QUEUE,
             "max_concurrent_jobs": 2,
+            "extra_whisper_models": [],  # keys and queues, not models: one model is enough
             **changes,
         }
     )
