@@ -81,6 +81,7 @@ def calibrate(model, per_voice: int, seed: int) -> dict:
     """Detection on single prompts of the tune voices: how sure right and wrong guesses are."""
     from faster_whisper.audio import pad_or_trim
 
+    from deployments.window_language import SURE_PROBABILITY as SURE
     from deployments.window_language import parse_detection
     from tests.realvoices import LANGUAGE, voice_prompts
 
@@ -107,7 +108,8 @@ def calibrate(model, per_voice: int, seed: int) -> dict:
                 min(right) if right else None,
                 float(np.median(right)) if right else None,
                 max(wrong) if wrong else None,
-                sum(p < 0.7 for p in right) / max(len(right), 1),
+                sum(p < SURE for p in right),
+                sum(p >= SURE for p in wrong),
             ]
         )
     return table(
@@ -119,7 +121,8 @@ def calibrate(model, per_voice: int, seed: int) -> dict:
             "right: min p",
             "right: median p",
             "wrong: max p",
-            "right under 0.7",
+            f"right, p < {SURE}",
+            f"wrong, p >= {SURE}",
         ],
         out,
         digits=3,
@@ -133,6 +136,7 @@ def main() -> int:
     parser.add_argument(
         "--calibrate", type=int, metavar="N", help="first probe N single prompts per tune voice"
     )
+    parser.add_argument("--no-meetings", action="store_true", help="only the calibration")
     parser.add_argument("--dump", type=Path, help="write each job's result JSON into this folder")
     add_common_args(parser)
     args = parser.parse_args()
@@ -148,6 +152,9 @@ def main() -> int:
         settings = bench_settings(tmp / "data", args)
         model = load_whisper(settings, args.threads)
         calibration = [calibrate(model, args.calibrate, args.seed)] if args.calibrate else []
+        if args.no_meetings:
+            write_json(args.json, args, calibration)
+            return 0
         baseline: dict[str, dict] = {}
         for name, rec in meetings.items():
             refs = texts_by_language(rec)

@@ -12,8 +12,9 @@ on real recordings, and both are mended here before stitching:
 - A window unsure of its language (a short turn, a poor telephone line) is decoded again in
   the language its speaker speaks with confidence elsewhere in the recording (speakers
   linked across segments as stitching links them).
-- A segment unsure of its language (transcription-only jobs have no speakers) takes the
-  language of its nearest sure neighbour (deployments.window_language.settle).
+- A short segment unsure of its language (under 1.5 s of speech, e.g. one word between
+  silences) takes the language of its nearest sure neighbour
+  (deployments.window_language.settle).
 """
 
 from __future__ import annotations
@@ -38,12 +39,20 @@ from jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 
+SPEAKER_LANGUAGE_SHARE = 0.75  # of a speaker's sure speech, for their language to be a hint
+
+
+class _Span(BaseModel):
+    start: float
+    end: float
+
 
 class _LanguageOnly(BaseModel):
-    """The part of a transcription checkpoint that says its language."""
+    """The part of a transcription checkpoint that says its language, and how much speech."""
 
     language: str | None = None
     language_probability: float = 0.0
+    segments: list[_Span] = []
 
 
 async def _languages(store: JobStore, job_id: str, plans: list[SegmentPlan]) -> list:
@@ -51,7 +60,11 @@ async def _languages(store: JobStore, job_id: str, plans: list[SegmentPlan]) -> 
     for plan in plans:
         raw = await store.checkpoint(job_id, f"{plan.key}:t")
         head = _LanguageOnly.model_validate_json(raw) if raw else None
-        found.append((head.language, head.language_probability) if head else (None, 0.0))
+        if head is None:
+            found.append((None, 0.0, 0.0))
+            continue
+        speech_s = sum(s.end - s.start for s in head.segments)
+        found.append((head.language, head.language_probability, speech_s))
     return found
 
 
@@ -90,7 +103,7 @@ async def settle_languages(
     """
     plans = sorted(plans, key=lambda p: (p.start, p.index))
     found = await _languages(store, record.id, plans)
-    sure = {lang for lang, p in found if lang and p >= SURE_PROBABILITY}
+    sure = {lang for lang, p, _ in found if lang and p >= SURE_PROBABILITY}
     redo: dict[int, TranscribeOptions] = {}
     hints: dict[int, tuple] = {}
     if diarized and len(sure) > 1:
@@ -157,7 +170,14 @@ async def _speaker_hints(
             windows.append((i, seg.start, seg.end, seg.language, sure, who))
             if who and seg.language and sure:
                 votes[who][seg.language] += seg.end - seg.start
-    spoken = {who: counts.most_common(1)[0][0] for who, counts in votes.items()}
+    # Only a speaker who keeps to one language (a bilingual one, or two voices the
+    # diarizer merged, gives no hint).
+    spoken = {
+        who: top
+        for who, counts in votes.items()
+        for top, seconds in counts.most_common(1)
+        if seconds >= SPEAKER_LANGUAGE_SHARE * counts.total()
+    }
     hints: dict[int, list] = defaultdict(list)
     for i, start, end, language, sure, who in windows:
         wanted = spoken.get(who)

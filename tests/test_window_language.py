@@ -57,20 +57,21 @@ def test_consensus_weighs_by_duration() -> None:
 
 def test_segments_settle_to_their_nearest_sure_neighbour() -> None:
     found = [
-        ("fr", 0.99),
-        ("en", 0.4),  # unsure, between two French segments: French
-        ("fr", 0.95),
-        (None, 0.0),  # silence: left alone
-        ("it", 0.6),  # unsure, ties between fr (2 back) and it (2 ahead): the earlier
-        ("pt", 0.3),  # unsure, next to a sure Italian one
-        ("it", 0.97),
-        ("it", 0.5),  # unsure but agrees: nothing to redo
+        ("fr", 0.99, 20.0),
+        ("en", 0.4, 0.8),  # unsure and short, between two French segments: French
+        ("fr", 0.95, 25.0),
+        (None, 0.0, 0.0),  # silence: left alone
+        ("it", 0.6, 1.0),  # ties between fr (2 back) and it (2 ahead): the earlier
+        ("pt", 0.3, 0.5),  # next to a sure Italian one
+        ("it", 0.97, 12.0),
+        ("it", 0.5, 0.6),  # unsure but agrees: nothing to redo
+        ("en", 0.6, 22.0),  # unsure but long: its own detection stands
     ]
     assert settle(found) == {1: "fr", 4: "fr", 5: "it"}
 
 
 def test_nothing_sure_changes_nothing() -> None:
-    assert settle([("en", 0.5), ("fr", 0.4)]) == {}
+    assert settle([("en", 0.5, 1.0), ("fr", 0.4, 1.0)]) == {}
 
 
 def test_read_spans_cuts_ranges_in_one_pass(tmp_path) -> None:
