@@ -34,7 +34,7 @@ from deployments.window_language import SURE_PROBABILITY, settle, speaker_cuts
 from jobs.records import JobRecord
 from jobs.speaker_linking import TrackSet
 from jobs.splitter import SegmentPlan
-from jobs.stitch import link_speakers, segment_words
+from jobs.stitch import Speakers, link_speakers, segment_words
 from jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -68,21 +68,25 @@ async def _languages(store: JobStore, job_id: str, plans: list[SegmentPlan]) -> 
     return found
 
 
-async def _cut_options(
+async def _speakers(
     store: JobStore, record: JobRecord, plans: list[SegmentPlan]
-) -> dict[int, TranscribeOptions]:
-    """Per segment with more than one speaker: options that cut its windows at handovers."""
+) -> tuple[dict[int, TranscribeOptions], Speakers]:
+    """One read of the diarizations: per segment with more than one speaker, options that cut
+    its windows at handovers; and the recording's speakers, linked as stitching links them
+    (transcribing again changes no diarization)."""
     base = record.options.transcribe_options()
-    out: dict[int, TranscribeOptions] = {}
+    cut: dict[int, TranscribeOptions] = {}
+    tracks = TrackSet()
     for i, plan in enumerate(plans):
         raw = await store.checkpoint(record.id, f"{plan.key}:d")
-        if raw is None:
-            continue
-        d = Diarization.model_validate_json(raw)
-        cuts = speaker_cuts([(t.start, t.end, t.speaker) for t in d.exclusive_turns])
+        d = Diarization.model_validate_json(raw) if raw else None
+        tracks.add(d)
+        cuts = speaker_cuts([(t.start, t.end, t.speaker) for t in d.exclusive_turns]) if d else ()
         if cuts:
-            out[i] = base.model_copy(update={"cuts": cuts})
-    return out
+            cut[i] = base.model_copy(update={"cuts": cuts})
+    diarize = record.options.diarize_options()
+    speakers = await asyncio.to_thread(link_speakers, plans, tracks, diarize)
+    return cut, speakers
 
 
 async def settle_languages(
@@ -107,11 +111,11 @@ async def settle_languages(
     redo: dict[int, TranscribeOptions] = {}
     hints: dict[int, tuple] = {}
     if diarized and len(sure) > 1:
-        redo = await _cut_options(store, record, plans)
+        redo, speakers = await _speakers(store, record, plans)
         if redo:
             await report(f"{len(sure)} languages found: transcribing {len(redo)} segments by turn")
             await _run(record, plans, audio_path, redo, transcribe)
-        hints = await _speaker_hints(store, record, plans)
+        hints = await _speaker_hints(store, record.id, plans, speakers)
         if hints:
             await report(f"giving {len(hints)} segments their speakers' languages")
             base = record.options.transcribe_options()
@@ -140,21 +144,14 @@ async def settle_languages(
 
 
 async def _speaker_hints(
-    store: JobStore, record: JobRecord, plans: list[SegmentPlan]
+    store: JobStore, job_id: str, plans: list[SegmentPlan], speakers: Speakers
 ) -> dict[int, tuple[tuple[float, float, str], ...]]:
     """Per segment, its unsure windows whose speaker speaks another language with confidence
     elsewhere: (start, end, that language), segment-relative."""
-    tracks = TrackSet()
-    for plan in plans:
-        raw = await store.checkpoint(record.id, f"{plan.key}:d")
-        tracks.add(Diarization.model_validate_json(raw) if raw else None)
-    diarize = record.options.diarize_options()
-    speakers = await asyncio.to_thread(link_speakers, plans, tracks, diarize)
-    del tracks
     windows = []  # (segment, start, end, language, probability, speaker)
     votes: dict[str, Counter[str]] = defaultdict(Counter)
     for i, plan in enumerate(plans):
-        raw = await store.checkpoint(record.id, f"{plan.key}:t")
+        raw = await store.checkpoint(job_id, f"{plan.key}:t")
         if raw is None:
             continue
         transcription = Transcription.model_validate_json(raw)

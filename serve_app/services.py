@@ -51,11 +51,6 @@ class Services:
             self.infos[model] = await self.transcriber_for(model).info.remote()
         return self.infos[model]
 
-    async def model_languages(self, model: str | None = None) -> list[str]:
-        """Language codes `model` accepts ([] if it does not say)."""
-        info = await self.model_info(self.model_name(model))
-        return list(info.get("languages") or [])
-
 
 _installed: Services | None = None
 
