@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -42,6 +41,7 @@ from bench.common import (
     workspace,
     write_json,
 )
+from bench.inprocess import InProcess, parse_params
 from tests.realsets import (
     AMI_HELDOUT,
     AMI_TUNE,
@@ -85,50 +85,6 @@ def sets(args: argparse.Namespace, folder: Path) -> dict[str, list[RealCase]]:
     if args.only:
         out = {name: cases for name, cases in out.items() if args.only in name}
     return out
-
-
-class InProcess:
-    """The job's path without Ray: split, diarize each segment, stitch."""
-
-    def __init__(self, settings, args: argparse.Namespace) -> None:
-        from deployments.diarization.clustering import ClusterParams
-        from deployments.diarizer import load_diarizer
-
-        fields = {}
-        for item in args.param:
-            name, _, value = item.partition("=")
-            fields[name] = float(value)
-        self.params = ClusterParams(**fields)
-        self.diarizer = load_diarizer(
-            "bundled",
-            settings.resolved_models_dir,
-            False,
-            None,
-            "cpu",
-            args.threads,
-            settings.diarization_step,
-        )
-        self.diarizer.params = self.params
-
-    def turns(self, case: RealCase, hint: int | None) -> tuple[list, float]:
-        from deployments.audio import decode_audio
-        from deployments.schemas import DiarizeOptions, Transcription
-        from jobs.splitter import split_stream
-        from jobs.stitch import SegmentOutcome, stitch
-
-        audio = decode_audio(case.path)
-        t0 = time.monotonic()
-        outcomes = []
-        for plan, part in split_stream([audio], target_s=30.0, min_s=10.0, max_s=60.0):
-            empty = Transcription(
-                language="en", language_probability=1.0, duration=len(part) / 16000, segments=[]
-            )
-            d = self.diarizer(part, DiarizeOptions(max_speakers=hint))
-            outcomes.append(SegmentOutcome(plan, empty, d))
-        result = stitch(
-            outcomes, len(audio) / 16000, DiarizeOptions(num_speakers=hint), params=self.params
-        )
-        return [(t.start, t.end, t.speaker) for t in result.turns], time.monotonic() - t0
 
 
 class OnCluster:
@@ -187,6 +143,11 @@ def parse_args() -> argparse.Namespace:
         "--param", action="append", default=[], help="in-process: ClusterParams NAME=VALUE"
     )
     parser.add_argument(
+        "--cache",
+        type=Path,
+        help="in-process: keep each segment's model work here (re-runs cluster only)",
+    )
+    parser.add_argument(
         "--step",
         type=float,
         help="diarization_step: segmentation hop as a fraction of its 10 s window (unset: 0.1)",
@@ -215,7 +176,8 @@ def main() -> int:
             settings = settings.model_copy(update={"diarization_step": args.step})
         all_sets = sets(args, tmp)
         if args.engine == "in-process":
-            rows = evaluate(InProcess(settings, args), all_sets)
+            engine = InProcess(settings, args.threads, parse_params(args.param), args.cache)
+            rows = evaluate(engine, all_sets)
         else:
             from bench.cluster import Cluster
 

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,21 @@ SEGMENTATION_STEP = 0.2  # window hop as a fraction of the 10 s window (0.1 is p
 # +0.017 against 0.1 and speaker counts did not change (docs/BENCHMARKS.md section 0b).
 MIN_AUDIO_SECONDS = 0.25
 MIN_EMBED_S = 0.4  # shorter pieces are embedded from the audio around them
+
+
+@dataclass
+class Analysis:
+    """What the models found in one piece of audio, before clustering (seg None: no speech)."""
+
+    duration: float
+    seg: LocalSegmentation | None = None
+    count: np.ndarray | None = None  # (global frames,) speakers active
+    track: np.ndarray | None = None  # (chunks, local) track ids
+    activity: np.ndarray | None = None  # (tracks, global frames)
+    pieces: list[pc.Piece] = field(default_factory=list)
+    vectors: np.ndarray | None = None  # (pieces, dim) CAM++ embeddings
+    weights: np.ndarray | None = None  # (pieces,) seconds of clean speech
+    links: set[tuple[int, int]] = field(default_factory=set)  # pieces heard together
 
 
 class SpeakerDiarizer:
@@ -70,23 +86,65 @@ class SpeakerDiarizer:
         options: DiarizeOptions = DiarizeOptions(),  # noqa: B008 (frozen, safe to share)
     ) -> Diarization:
         """Diarize float32 mono 16 kHz audio; times are relative to its start."""
+        return self.finish(self.analyse(audio), options)
+
+    def analyse(self, audio: np.ndarray) -> Analysis:
+        """The model work (segmentation, pieces, embeddings): everything before clustering."""
         audio = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
-        duration = len(audio) / SAMPLE_RATE
-        empty = Diarization(
-            duration=duration, turns=[], exclusive_turns=[], speakers=[], embeddings={}
-        )
-        if duration < MIN_AUDIO_SECONDS or not np.any(audio):
-            return empty
-        seg = self.segmenter(audio)
-        count = seg.speaker_count(self.params.count_onset)
-        track = pc.link_tracks(seg)
-        if track.max() < 0 or count.max() == 0:
-            return empty
+        local = self._local(audio)
+        if local is None:
+            return Analysis(len(audio) / SAMPLE_RATE)
+        duration, seg, count, track = local
         activity = pc.track_activity(seg, track)
         pieces = pc.make_pieces(activity, count, seg.frame_step)
         vectors = self.embedder([self._piece_audio(p, audio, seg) for p in pieces])
         weights = np.array([_weight(p, seg.frame_step) for p in pieces])
         links = pc.cannot_link(seg, track, pieces)
+        return Analysis(duration, seg, count, track, activity, pieces, vectors, weights, links)
+
+    def _local(self, audio: np.ndarray):
+        """(duration, segmentation, speaker count, local tracks), or None without speech."""
+        duration = len(audio) / SAMPLE_RATE
+        if duration < MIN_AUDIO_SECONDS or not np.any(audio):
+            return None
+        seg = self.segmenter(audio)
+        count = seg.speaker_count(self.params.count_onset)
+        track = pc.link_tracks(seg)
+        if track.max() < 0 or count.max() == 0:
+            return None
+        return duration, seg, count, track
+
+    def speaker_changes(self, audio: np.ndarray) -> list[SpeakerTurn]:
+        """Who speaks alone when, from the segmentation model only (no embeddings, no
+        clustering): each local track (one voice followed across windows) is a speaker here,
+        so the turns change where the voice does, though one person may come back as
+        another track. About a third of what diarizing costs."""
+        audio = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
+        local = self._local(audio)
+        if local is None:
+            return []
+        duration, seg, count, track = local
+        tracks = int(track.max()) + 1
+        own = np.repeat(np.arange(tracks)[:, None], seg.num_global_frames, axis=1)
+        alone, _ = pc.reconstruct(seg, track, own, np.minimum(count, 1), tracks)
+        times = _FrameTimes(seg, duration)
+        turns = [SpeakerTurn(start=a, end=b, speaker=f"T{c}") for c, a, b in times.turns(alone)]
+        return sorted(turns, key=lambda t: (t.start, t.end))
+
+    def finish(
+        self,
+        analysis: Analysis,
+        options: DiarizeOptions = DiarizeOptions(),  # noqa: B008 (frozen, safe to share)
+    ) -> Diarization:
+        """Cluster an analysis into speakers and reconstruct their turns (no model work)."""
+        a = analysis
+        duration = a.duration
+        if a.seg is None:
+            return Diarization(
+                duration=duration, turns=[], exclusive_turns=[], speakers=[], embeddings={}
+            )
+        seg, track, activity, pieces = a.seg, a.track, a.activity, a.pieces
+        vectors, weights, links, count = a.vectors, a.weights, a.links, a.count
         lo, hi = count_bounds(options.num_speakers, options.min_speakers, options.max_speakers)
         result = cluster(vectors, weights, links, lo, hi, self.params)
 
