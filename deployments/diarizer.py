@@ -27,6 +27,7 @@ from deployments.schemas import (
     Diarization,
     DiarizeOptions,
     InputRejected,
+    SpeakerChanges,
     SpeakerTrack,
     SpeakerTurn,
     VoiceSample,
@@ -165,9 +166,24 @@ class Diarizer:
         """Diarize 16 kHz mono float32 audio; times are relative to its start."""
         audio = await resolve_audio(audio)
         opts = parse_options(DiarizeOptions, options)
+        result = await self._run(self.backend, audio, opts)
+        return result.model_copy(update={"served_by": self.served_by})
+
+    async def changes(self, audio: np.ndarray, options: Any = None) -> SpeakerChanges:
+        """Where the voice changes in 16 kHz mono float32 audio (segmentation only with the
+        bundled model; a hub pipeline diarizes). `options` is accepted and unused."""
+        audio = await resolve_audio(audio)
+        if hasattr(self.backend, "speaker_changes"):
+            turns = await self._run(self.backend.speaker_changes, audio)
+        else:
+            turns = (await self._run(self.backend, audio, DiarizeOptions())).exclusive_turns
+        duration = len(audio) / SAMPLE_RATE
+        return SpeakerChanges(served_by=self.served_by, duration=duration, turns=turns)
+
+    async def _run(self, fn, audio: np.ndarray, *args):
         async with self._lock:
             try:
-                result = await asyncio.to_thread(self.backend, audio, opts)
+                return await asyncio.to_thread(fn, audio, *args)
             except (ValueError, IndexError) as exc:
                 # Same audio, same options, same failure: say so once instead of retrying.
                 log.exception("diarizer failed on %.1f s of audio", len(audio) / SAMPLE_RATE)
@@ -175,7 +191,6 @@ class Diarizer:
                     "the diarizer could not process this audio "
                     f"({type(exc).__name__}; details are in the replica log)"
                 ) from None
-        return result.model_copy(update={"served_by": self.served_by})
 
     async def voiceprint(self, audio: np.ndarray) -> VoiceSample:
         """The main voice of a short sample (speaker enrollment): its embedding and how much

@@ -109,6 +109,16 @@ class SpeakerTurn(_Frozen):
     language: str | None = None  # set on a stitched transcript's turns: what was spoken
 
 
+class SpeakerChanges(_Frozen):
+    """Where the voice changes in a piece of audio, without telling who is who: turns of one
+    voice at a time, labelled per piece (T0, T1, ...; one person may come back under another
+    label). What a transcription-only job needs to keep each language window to one voice."""
+
+    served_by: ServedBy | None = None
+    duration: float
+    turns: list[SpeakerTurn]
+
+
 class SpeakerTrack(_Frozen):
     """One voice heard continuously across overlapping chunks of one segment.
 

@@ -5,10 +5,11 @@ on real recordings, and both are mended here before stitching:
 
 - A window holding two speakers who speak different languages is decoded in one of them
   (Whisper's detection picks one: 20 s of French then 8 s of Italian came out "it", 0.94).
-  When a diarized job finds two or more languages spoken with confidence, each segment with
-  more than one speaker is transcribed again with its windows cut where speakers hand over
-  (the diarization says where), so every window holds one voice. A job in one language pays
-  nothing for this.
+  When a job finds two or more languages spoken with confidence, each segment with more
+  than one speaker is transcribed again with its windows cut where speakers hand over, so
+  every window holds one voice. A diarized job knows where from its diarization; a
+  transcription-only job asks the diarizer for voice changes alone (its segmentation model,
+  no embeddings or clustering). A job in one language pays nothing for this.
 - A window unsure of its language (a short turn, a poor telephone line) is decoded again in
   the language its speaker speaks with confidence elsewhere in the recording (speakers
   linked across segments as stitching links them).
@@ -29,7 +30,7 @@ import ray
 from pydantic import BaseModel
 
 from deployments.audio import read_spans
-from deployments.schemas import Diarization, TranscribeOptions, Transcription
+from deployments.schemas import Diarization, SpeakerChanges, TranscribeOptions, Transcription
 from deployments.window_language import SURE_PROBABILITY, settle, speaker_cuts
 from jobs.records import JobRecord
 from jobs.speaker_linking import TrackSet
@@ -97,6 +98,7 @@ async def settle_languages(
     diarized: bool,
     transcribe: Callable,
     report: Callable,
+    changes: Callable | None = None,
 ) -> None:
     """Redo the segments whose language is in doubt (see the module's doc).
 
@@ -104,17 +106,26 @@ async def settle_languages(
         transcribe: `await transcribe(plan, ref, options)` transcribes one segment again and
             saves its checkpoint (the runner's retried, validated call).
         report: `await report(stage)` says what is happening.
+        changes: `await changes(plan, ref)` finds where the voice changes in one segment and
+            saves it as the segment's "c" checkpoint (transcription-only jobs).
     """
     plans = sorted(plans, key=lambda p: (p.start, p.index))
     found = await _languages(store, record.id, plans)
     sure = {lang for lang, p, _ in found if lang and p >= SURE_PROBABILITY}
     redo: dict[int, TranscribeOptions] = {}
     hints: dict[int, tuple] = {}
+    if not diarized and len(sure) > 1 and changes is not None:
+        await report(f"{len(sure)} languages found: finding where the voice changes")
+        redo = await _voice_cuts(store, record, plans, audio_path, changes)
+        if redo:
+            await report(f"{len(sure)} languages found: transcribing {len(redo)} segments by turn")
+            await _run(plans, audio_path, redo, transcribe)
+        found = await _languages(store, record.id, plans)
     if diarized and len(sure) > 1:
         redo, speakers = await _speakers(store, record, plans)
         if redo:
             await report(f"{len(sure)} languages found: transcribing {len(redo)} segments by turn")
-            await _run(record, plans, audio_path, redo, transcribe)
+            await _run(plans, audio_path, redo, transcribe)
         hints = await _speaker_hints(store, record.id, plans, speakers)
         if hints:
             await report(f"giving {len(hints)} segments their speakers' languages")
@@ -122,24 +133,24 @@ async def settle_languages(
             options = {
                 i: (redo.get(i) or base).model_copy(update={"hints": h}) for i, h in hints.items()
             }
-            await _run(record, plans, audio_path, options, transcribe)
+            await _run(plans, audio_path, options, transcribe)
         found = await _languages(store, record.id, plans)
-    changes = settle(found)
-    if changes:
-        await report(f"settling the language of {len(changes)} segments")
+    settled = settle(found)
+    if settled:
+        await report(f"settling the language of {len(settled)} segments")
         base = record.options.transcribe_options()
         options = {
             i: (redo.get(i) or base).model_copy(update={"language": lang})
-            for i, lang in changes.items()
+            for i, lang in settled.items()
         }
-        await _run(record, plans, audio_path, options, transcribe)
+        await _run(plans, audio_path, options, transcribe)
     log.info(
         "job %s: languages %s; %d segment(s) cut by turn, %d given speakers' languages, %d settled",
         record.id,
         sorted(sure),
         len(redo),
         len(hints),
-        len(changes),
+        len(settled),
     )
 
 
@@ -183,15 +194,35 @@ async def _speaker_hints(
     return {i: tuple(h) for i, h in hints.items()}
 
 
-async def _run(record, plans, audio_path, options: dict, transcribe: Callable) -> None:
-    """Transcribe the segments in `options` again, reading the audio once, a few at a time."""
+async def _voice_cuts(
+    store: JobStore, record: JobRecord, plans: list[SegmentPlan], audio_path: Path, changes
+) -> dict[int, TranscribeOptions]:
+    """Per segment where the voice changes, options that cut its windows there; each
+    segment's changes are asked for once (a resumed job reuses the checkpoints)."""
+    keys = set(await store.checkpoint_keys(record.id))
+    missing = {i: None for i, plan in enumerate(plans) if f"{plan.key}:c" not in keys}
+    if missing:
+        await _run(plans, audio_path, missing, lambda plan, ref, _: changes(plan, ref))
+    base = record.options.transcribe_options()
+    out: dict[int, TranscribeOptions] = {}
+    for i, plan in enumerate(plans):
+        raw = await store.checkpoint(record.id, f"{plan.key}:c")
+        found = SpeakerChanges.model_validate_json(raw) if raw else None
+        cuts = speaker_cuts([(t.start, t.end, t.speaker) for t in found.turns]) if found else ()
+        if cuts:
+            out[i] = base.model_copy(update={"cuts": cuts})
+    return out
+
+
+async def _run(plans, audio_path, options: dict, call: Callable) -> None:
+    """`await call(plan, ref, options[i])` for each segment i in `options`, reading the audio
+    once, a few at a time."""
     spans = read_spans(audio_path, {i: (plans[i].start, plans[i].end) for i in options})
     pending: set[asyncio.Task] = set()
     try:
         while (item := await asyncio.to_thread(next, spans, None)) is not None:
             i, audio = item
-            call = transcribe(plans[i], ray.put(audio), options[i])
-            pending.add(asyncio.create_task(call))
+            pending.add(asyncio.create_task(call(plans[i], ray.put(audio), options[i])))
             if len(pending) >= 4:  # a few in flight: replicas stay busy, memory bounded
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:

@@ -17,7 +17,13 @@ import ray
 from pydantic import BaseModel, ValidationError
 
 from deployments.audio import iter_audio_blocks
-from deployments.schemas import Diarization, InputRejected, Transcription
+from deployments.schemas import (
+    Diarization,
+    DiarizeOptions,
+    InputRejected,
+    SpeakerChanges,
+    Transcription,
+)
 from deployments.transcriber import deployment_name
 from jobs import metrics
 from jobs.language_pass import settle_languages
@@ -35,6 +41,7 @@ PARTS: dict[str, tuple[str, str, type[BaseModel]]] = {
     # part -> (deployment, method, result type)
     "t": ("Transcriber", "transcribe", Transcription),
     "d": ("Diarizer", "diarize", Diarization),
+    "c": ("Diarizer", "changes", SpeakerChanges),  # voice changes only (language pass)
 }
 
 
@@ -131,12 +138,15 @@ class SegmentRunner:
             async def transcribe(plan: SegmentPlan, ref, options) -> None:
                 await self._call(record, plan, "t", ref, progress, options)
 
+            async def changes(plan: SegmentPlan, ref) -> None:
+                await self._call(record, plan, "c", ref, progress, DiarizeOptions())
+
             async def report(stage: str) -> None:
                 await progress.set_status(JobStatus.TRANSCRIBING, stage)
 
             diarized = "d" in parts
             await settle_languages(
-                self.store, record, plans, audio_path, diarized, transcribe, report
+                self.store, record, plans, audio_path, diarized, transcribe, report, changes
             )
         await progress.set_status(JobStatus.STITCHING, "stitching segments")
         await self._stitch(record, plans, parts)

@@ -50,6 +50,7 @@ class StitchedWord(BaseModel):
     speaker: str | None = None
     # Kept while stitching (segments, sentences and turns take it), not written per word.
     language: str | None = Field(None, exclude=True)
+    language_probability: float | None = Field(None, exclude=True)  # its window's detection
 
 
 class StitchedSegment(BaseModel):
@@ -60,6 +61,9 @@ class StitchedSegment(BaseModel):
     text: str
     speaker: str | None = None
     language: str | None = None  # what was spoken (with task=translate too)
+    # How sure the detection was of that language (the least sure of its windows; 1.0 when
+    # the caller named the language). Under 0.7 the language may be wrong: see the notes.
+    language_probability: float | None = None
     words: list[StitchedWord]
 
 
@@ -108,6 +112,7 @@ def segment_words(plan: SegmentPlan, transcription: Transcription, sr: int) -> l
     words: list[StitchedWord] = []
     for seg in transcription.segments:
         language = seg.language or transcription.language
+        sure = seg.language_probability
         parts = [(w.start, w.end, w.text, w.probability) for w in seg.words]
         if not parts and seg.text.strip():
             # Without word timestamps, the segment itself stands in for its words.
@@ -117,7 +122,14 @@ def segment_words(plan: SegmentPlan, transcription: Transcription, sr: int) -> l
             s = round(min(max(t0 + start, t0), t1), 3)
             e = round(min(max(t0 + end, s), t1), 3)
             words.append(
-                StitchedWord(start=s, end=e, text=text, probability=prob, language=language)
+                StitchedWord(
+                    start=s,
+                    end=e,
+                    text=text,
+                    probability=prob,
+                    language=language,
+                    language_probability=sure,
+                )
             )
     words.sort(key=lambda w: w.start)  # stable: equal starts keep transcript order
     for prev, cur in itertools.pairwise(words):
@@ -301,12 +313,14 @@ class SentenceBuilder:
             return []
         text = "".join(w.text for w in cur).strip()
         language = next((w.language for w in cur if w.language), None)
+        sure = [w.language_probability for w in cur if w.language_probability is not None]
         segment = StitchedSegment(
             start=cur[0].start,
             end=cur[-1].end,
             text=text,
             speaker=speaker,
             language=language,
+            language_probability=min(sure) if sure else None,
             words=cur,
         )
         return [segment]
@@ -345,7 +359,7 @@ class Stitcher:
             speakers=s.names,
             segments=segments,
             turns=self._turn_languages.turns(),
-            notes=s.notes,
+            notes=s.notes + self._language.notes(),
             speaker_matches=s.matches,
         )
 

@@ -12,10 +12,14 @@ from collections import Counter, defaultdict
 from typing import TYPE_CHECKING
 
 from deployments.schemas import SpeakerTurn, Transcription
+from deployments.window_language import SURE_PROBABILITY
 from jobs.splitter import SegmentPlan
 
 if TYPE_CHECKING:
     from jobs.stitch import StitchedWord
+
+
+UNSURE_NOTE_S = 1.0  # less unsure speech than this (a word or two) is not worth a note
 
 
 class LanguageVote:
@@ -24,11 +28,28 @@ class LanguageVote:
     def __init__(self) -> None:
         self._words: Counter[str] = Counter()
         self._audio: Counter[str] = Counter()
+        self._unsure_s = self._speech_s = 0.0
 
     def add(self, plan: SegmentPlan, transcription: Transcription, words: list[StitchedWord]):
         self._words.update(w.language for w in words if w.language)
+        for w in words:
+            if w.language_probability is not None:
+                self._speech_s += w.end - w.start
+                if w.language_probability < SURE_PROBABILITY:
+                    self._unsure_s += w.end - w.start
         if transcription.language:
             self._audio[transcription.language] += plan.end - plan.start
+
+    def notes(self) -> list[str]:
+        """A note when some speech kept a language its detection was unsure of."""
+        if self._unsure_s < UNSURE_NOTE_S:
+            return []
+        share = self._unsure_s / max(self._speech_s, 1e-9)
+        return [
+            f"the language of {self._unsure_s:.1f} s of speech ({share:.0%}) could not be told "
+            f"with confidence: segments with language_probability under {SURE_PROBABILITY} "
+            "may be in the wrong language (name the language to be sure)"
+        ]
 
     def result(self) -> tuple[str | None, list[str]]:
         """(the main language, all of them by words); with nothing said, the detection

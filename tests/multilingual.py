@@ -94,6 +94,30 @@ def language_scores(
     return right / len(scored), len(scored)
 
 
+def language_time_share(
+    result_segments: Iterable[Any], reference_speech: Sequence[Turn]
+) -> tuple[float, float]:
+    """(share of the transcribed speech time whose language is right, seconds scored).
+
+    Each reference stretch of speech (tests/realvoices.turn_languages(rec, speech=True))
+    counts by the time result segments cover it: right where the covering segment's language
+    is the stretch's. Speech no segment covers is not scored (that is WER's business)."""
+    spans = sorted(
+        (float(_field(s, "start")), float(_field(s, "end")), _field(s, "language"))
+        for s in result_segments
+    )
+    right = total = 0.0
+    for t0, t1, lang in reference_speech:
+        for s0, s1, said in spans:
+            if s0 >= t1:
+                break
+            ov = _overlap(t0, t1, s0, s1)
+            if ov > 0:
+                total += ov
+                right += ov if said == lang else 0.0
+    return (right / total if total else math.nan), total
+
+
 def language_accuracy(result_segments: Iterable[Any], reference_turns: Sequence[Turn]) -> float:
     """The share of result segments whose language equals that of the reference turn they
     overlap most; segments overlapping no turn are ignored. NaN if none is scored

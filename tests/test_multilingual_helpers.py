@@ -13,6 +13,7 @@ from tests.conftest import wer as english_wer
 from tests.multilingual import (
     language_accuracy,
     language_scores,
+    language_time_share,
     normalize,
     wer,
     words_by_language,
@@ -65,6 +66,20 @@ def test_language_accuracy_by_most_overlap():
     assert language_accuracy(segments, REFERENCE) == 0.5
     assert math.isnan(language_accuracy([], REFERENCE))
     assert language_scores([{"start": 20.0, "end": 25.0, "language": "fr"}], REFERENCE)[1] == 0
+
+
+def test_language_time_share():
+    speech = [(0.0, 4.0, "en"), (10.0, 12.0, "fr"), (30.0, 31.0, "it")]  # it: not transcribed
+    segments = [
+        {"start": 0.5, "end": 3.0, "language": "en"},  # 2.5 s right
+        {"start": 3.0, "end": 5.0, "language": "fr"},  # 1 s of en speech, wrong
+        SimpleNamespace(start=9.0, end=11.0, language="fr"),  # 1 s right
+        {"start": 11.0, "end": 12.0, "language": None},  # 1 s, no language: wrong
+    ]
+    share, seconds = language_time_share(segments, speech)
+    assert seconds == pytest.approx(5.5)
+    assert share == pytest.approx(3.5 / 5.5)
+    assert math.isnan(language_time_share([], speech)[0])
 
 
 def test_words_by_language():

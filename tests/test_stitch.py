@@ -436,3 +436,28 @@ def test_streamed_stitching_fails_loudly_on_a_missing_checkpoint(voices):
     with pytest.raises(LookupError, match="missing"):
         asyncio.run(stitch_to_store(sink, "job", [o.plan for o in outs], 60.0, DiarizeOptions()))
     assert sink.result is None
+
+
+def test_a_language_the_detection_was_unsure_of_is_said():
+    """Segments carry how sure their language is; unsure speech gets a note, sure speech
+    none."""
+
+    def part(index: int, language: str, probability: float) -> SegmentOutcome:
+        oc = _outcome(index, [(0.0, 1.0, " uno."), (1.5, 3.0, " due.")], language=language)
+        segments = [
+            s.model_copy(update={"language": language, "language_probability": probability})
+            for s in oc.transcription.segments
+        ]
+        oc.transcription = oc.transcription.model_copy(update={"segments": segments})
+        return oc
+
+    res = stitch([part(0, "it", 0.95), part(1, "es", 0.4)], 60.0)
+    assert [(s.language, s.language_probability) for s in res.segments] == [
+        ("it", 0.95),
+        ("it", 0.95),
+        ("es", 0.4),
+        ("es", 0.4),
+    ]
+    assert len(res.notes) == 1 and "2.5 s of speech (50%)" in res.notes[0], res.notes
+    assert "language_probability" in res.notes[0]
+    assert stitch([part(0, "it", 0.95), part(1, "it", 0.9)], 60.0).notes == []
