@@ -56,6 +56,10 @@ class TranscribeOptions(_Frozen):
     # (start, end, language) in seconds: a window mostly inside one is decoded in that
     # language whatever its own detection says (the job's speakers' languages).
     hints: tuple[tuple[float, float, str], ...] = Field((), max_length=1000)
+    # Languages spoken with confidence elsewhere in the recording: a window unsure of its
+    # language takes the likeliest of these by its own detection, if any is among its top
+    # guesses (not the nearest sure window's, which in a meeting is often another voice's).
+    languages: tuple[str, ...] = Field((), max_length=100)
     word_timestamps: bool = True
     vad_filter: bool = True
     beam_size: int = Field(5, ge=1, le=10)

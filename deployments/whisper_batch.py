@@ -26,6 +26,7 @@ from deployments.schemas import (
 from deployments.window_language import (
     RequestLanguage,
     WindowGuess,
+    among,
     choose,
     hinted,
     parse_detection,
@@ -142,8 +143,10 @@ class WhisperBatchTranscriber:
             except Exception as exc:
                 results[i] = exc
                 continue
-            # Cuts and hints are per request: requests that differ only in them share batches.
-            groups.setdefault(opt.model_copy(update={"cuts": (), "hints": ()}), []).append(i)
+            # Cuts, hints and candidate languages are per request: requests that differ only
+            # in them share batches.
+            per_request = {"cuts": (), "hints": (), "languages": ()}
+            groups.setdefault(opt.model_copy(update=per_request), []).append(i)
         for opt, members in groups.items():
             own = [options[i] for i in members]
             try:
@@ -200,8 +203,8 @@ class WhisperBatchTranscriber:
                 chosen, overall = choose(guesses)
                 if own:  # the caller's hints win over the windows' own guesses
                     chosen = [
-                        hinted(own[r].hints, s, e) or lang
-                        for (r, s, e), lang in zip(owners, chosen, strict=True)
+                        hinted(own[r].hints, s, e) or among(own[r].languages, g) or lang
+                        for (r, s, e), g, lang in zip(owners, guesses, chosen, strict=True)
                     ]
                 languages = list(chosen)
                 probabilities = [

@@ -149,3 +149,15 @@ def hinted(hints: Sequence[tuple[float, float, str]], start: float, end: float) 
         if overlap > cover:
             best, cover = language, overlap
     return best if cover >= 0.5 * (end - start) else None
+
+
+def among(
+    candidates: Sequence[str], guess: WindowGuess, threshold: float = SURE_PROBABILITY
+) -> str | None:
+    """For a window unsure of its language: the likeliest of `candidates` (the languages
+    spoken with confidence elsewhere in the recording) by its own detection, if any of them
+    is among its top guesses; None for a sure window or without such a candidate."""
+    if guess.top[1] >= threshold:
+        return None
+    scored = {c: p for c, p in guess.probabilities.items() if c in candidates}
+    return max(scored, key=scored.__getitem__) if scored else None

@@ -70,12 +70,11 @@ async def _languages(store: JobStore, job_id: str, plans: list[SegmentPlan]) -> 
 
 
 async def _speakers(
-    store: JobStore, record: JobRecord, plans: list[SegmentPlan]
+    store: JobStore, record: JobRecord, plans: list[SegmentPlan], base: TranscribeOptions
 ) -> tuple[dict[int, TranscribeOptions], Speakers]:
     """One read of the diarizations: per segment with more than one speaker, options that cut
     its windows at handovers; and the recording's speakers, linked as stitching links them
     (transcribing again changes no diarization)."""
-    base = record.options.transcribe_options()
     cut: dict[int, TranscribeOptions] = {}
     tracks = TrackSet()
     for i, plan in enumerate(plans):
@@ -114,22 +113,25 @@ async def settle_languages(
     sure = {lang for lang, p, _ in found if lang and p >= SURE_PROBABILITY}
     redo: dict[int, TranscribeOptions] = {}
     hints: dict[int, tuple] = {}
+    # Windows decoded again choose among the languages the recording is sure of.
+    base = record.options.transcribe_options()
+    if len(sure) > 1:
+        base = base.model_copy(update={"languages": tuple(sorted(sure))})
     if not diarized and len(sure) > 1 and changes is not None:
         await report(f"{len(sure)} languages found: finding where the voice changes")
-        redo = await _voice_cuts(store, record, plans, audio_path, changes)
+        redo = await _voice_cuts(store, record, plans, audio_path, changes, base)
         if redo:
             await report(f"{len(sure)} languages found: transcribing {len(redo)} segments by turn")
             await _run(plans, audio_path, redo, transcribe)
         found = await _languages(store, record.id, plans)
     if diarized and len(sure) > 1:
-        redo, speakers = await _speakers(store, record, plans)
+        redo, speakers = await _speakers(store, record, plans, base)
         if redo:
             await report(f"{len(sure)} languages found: transcribing {len(redo)} segments by turn")
             await _run(plans, audio_path, redo, transcribe)
         hints = await _speaker_hints(store, record.id, plans, speakers)
         if hints:
             await report(f"giving {len(hints)} segments their speakers' languages")
-            base = record.options.transcribe_options()
             options = {
                 i: (redo.get(i) or base).model_copy(update={"hints": h}) for i, h in hints.items()
             }
@@ -138,7 +140,6 @@ async def settle_languages(
     settled = settle(found)
     if settled:
         await report(f"settling the language of {len(settled)} segments")
-        base = record.options.transcribe_options()
         options = {
             i: (redo.get(i) or base).model_copy(update={"language": lang})
             for i, lang in settled.items()
@@ -195,7 +196,12 @@ async def _speaker_hints(
 
 
 async def _voice_cuts(
-    store: JobStore, record: JobRecord, plans: list[SegmentPlan], audio_path: Path, changes
+    store: JobStore,
+    record: JobRecord,
+    plans: list[SegmentPlan],
+    audio_path: Path,
+    changes: Callable,
+    base: TranscribeOptions,
 ) -> dict[int, TranscribeOptions]:
     """Per segment where the voice changes, options that cut its windows there; each
     segment's changes are asked for once (a resumed job reuses the checkpoints)."""
@@ -203,7 +209,6 @@ async def _voice_cuts(
     missing = {i: None for i, plan in enumerate(plans) if f"{plan.key}:c" not in keys}
     if missing:
         await _run(plans, audio_path, missing, lambda plan, ref, _: changes(plan, ref))
-    base = record.options.transcribe_options()
     out: dict[int, TranscribeOptions] = {}
     for i, plan in enumerate(plans):
         raw = await store.checkpoint(record.id, f"{plan.key}:c")

@@ -120,3 +120,14 @@ def test_windows_never_span_a_cut() -> None:
         (10 * sr, int(18.5 * sr)),
         (int(18.5 * sr), 40 * sr),  # after the last cut, pieces merge again (21.5 s <= 30 s)
     ]
+
+
+def test_an_unsure_window_chooses_among_the_recordings_languages():
+    from deployments.window_language import among
+
+    unsure = WindowGuess(0, 0.0, 2.0, {"pt": 0.4, "es": 0.3, "it": 0.2, "en": 0.05})
+    assert among(("es", "it", "ru"), unsure) == "es"  # pt is spoken nowhere else
+    assert among(("ru", "fr"), unsure) is None  # none of its guesses: left to the rest
+    assert among((), unsure) is None
+    sure = WindowGuess(0, 0.0, 9.0, {"pt": 0.9, "es": 0.05})
+    assert among(("es",), sure) is None  # a sure window keeps its own language
