@@ -117,19 +117,17 @@ async def settle_languages(
     base = record.options.transcribe_options()
     if len(sure) > 1:
         base = base.model_copy(update={"languages": tuple(sorted(sure))})
-    if not diarized and len(sure) > 1 and changes is not None:
-        await report(f"{len(sure)} languages found: finding where the voice changes")
-        redo = await _voice_cuts(store, record, plans, audio_path, changes, base)
+    if len(sure) > 1 and (diarized or changes is not None):
+        if diarized:
+            redo, speakers = await _speakers(store, record, plans, base)
+        else:
+            await report(f"{len(sure)} languages found: finding where the voice changes")
+            redo = await _voice_cuts(store, record, plans, audio_path, changes, base)
         if redo:
             await report(f"{len(sure)} languages found: transcribing {len(redo)} segments by turn")
             await _run(plans, audio_path, redo, transcribe)
-        found = await _languages(store, record.id, plans)
-    if diarized and len(sure) > 1:
-        redo, speakers = await _speakers(store, record, plans, base)
-        if redo:
-            await report(f"{len(sure)} languages found: transcribing {len(redo)} segments by turn")
-            await _run(plans, audio_path, redo, transcribe)
-        hints = await _speaker_hints(store, record.id, plans, speakers)
+        if diarized:
+            hints = await _speaker_hints(store, record.id, plans, speakers)
         if hints:
             await report(f"giving {len(hints)} segments their speakers' languages")
             options = {
