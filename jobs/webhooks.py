@@ -71,12 +71,17 @@ def _allowed(host: str, ip: IP, allow: Sequence[str]) -> bool:
             if ip in ipaddress.ip_network(entry, strict=False):
                 return True
         except ValueError:
-            if host.lower().rstrip(".") == entry.rstrip("."):
+            try:
+                name = _ascii_host(entry.rstrip("."))
+            except WebhookRefused:
+                continue
+            if host.lower().rstrip(".") == name:
                 return True
     return _public(ip)
 
 
 def _split(url: str) -> tuple[str, str, int]:
+    """(scheme, host in its ASCII form, port); internationalised names become IDNA."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise WebhookRefused("webhook_url must be an http(s) URL with a host")
@@ -86,7 +91,16 @@ def _split(url: str) -> tuple[str, str, int]:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise WebhookRefused("webhook_url has an invalid port") from None
-    return parts.scheme, parts.hostname, port
+    return parts.scheme, _ascii_host(parts.hostname), port
+
+
+def _ascii_host(host: str) -> str:
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise WebhookRefused("webhook_url has a host name that is not valid IDNA") from None
 
 
 def _literal(host: str) -> IP | None:
@@ -149,30 +163,47 @@ async def post_once(
     timeout_s: float = 10.0,
     resolver=None,
 ) -> tuple[bool, str]:
-    """One signed delivery attempt: (delivered, what happened)."""
+    """One signed delivery attempt: (delivered, what happened). Never raises.
+
+    `timeout_s` bounds the whole attempt (name lookup, connect, upload, response headers),
+    not each read, so a receiver that trickles bytes cannot hold it; the response body is
+    never read, so an endless one costs nothing."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _post(url, payload, secret, event_id, allow, timeout_s, resolver)
+    except TimeoutError:
+        return False, f"no response within {timeout_s:g} s"
+    except httpx.HTTPError as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # a receiver must never take the delivery loop down
+        log.warning("webhook to %s failed", url, exc_info=True)
+        return False, f"delivery failed ({type(exc).__name__})"
+
+
+async def _post(url, payload, secret, event_id, allow, timeout_s, resolver) -> tuple[bool, str]:
     body = json.dumps(payload, separators=(",", ":")).encode()
     try:
         host, ip = await resolve_checked(url, allow, resolver)
     except WebhookRefused as exc:
         return False, f"refused: {exc}"
+    port = urlsplit(url).port
+    name = f"[{host}]" if ":" in host else host  # an IPv6 literal
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "speech-cluster",
-        "Host": urlsplit(url).netloc.rsplit("@", 1)[-1],
+        "Host": f"{name}:{port}" if port else name,
         EVENT_HEADER: event_id,
     }
     if secret:
         headers[SIGNATURE_HEADER] = sign(secret, int(time.time()), body)
-    try:
-        async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
-            response = await client.post(
-                _pinned(url, ip),
-                content=body,
-                headers=headers,
-                extensions={"sni_hostname": host},  # TLS still verifies the name
-            )
-    except httpx.HTTPError as exc:
-        return False, f"{type(exc).__name__}: {exc}"
-    if 200 <= response.status_code < 300:
-        return True, f"HTTP {response.status_code}"
-    return False, f"HTTP {response.status_code}"
+    async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
+        request = client.build_request(
+            "POST",
+            _pinned(url, ip),
+            content=body,
+            headers=headers,
+            extensions={"sni_hostname": host},  # TLS still verifies the name
+        )
+        response = await client.send(request, stream=True)  # the body is never read
+        await response.aclose()
+    return 200 <= response.status_code < 300, f"HTTP {response.status_code}"

@@ -137,3 +137,45 @@ def words_by_language(
         if text:
             out.setdefault(lang, []).append(text)
     return {lang: " ".join(texts) for lang, texts in out.items()}
+
+
+def _word_language(start: float, end: float, reference_turns: Sequence[Turn]) -> str | None:
+    """The language of the turn a word overlaps most; a word between turns (timestamps are
+    approximate) takes the nearest turn within 1 s."""
+    best, best_overlap = None, 0.0
+    for t0, t1, lang in reference_turns:
+        ov = _overlap(start, end, t0, t1)
+        if ov > best_overlap:
+            best, best_overlap = lang, ov
+    if best is not None:
+        return best
+    mid = (start + end) / 2
+    gaps = [(max(t0 - mid, mid - t1), lang) for t0, t1, lang in reference_turns]
+    gap, lang = min(gaps, default=(math.inf, None))
+    return lang if gap <= 1.0 else None
+
+
+def words_by_language_timed(
+    result_segments: Iterable[Any], reference_turns: Sequence[Turn]
+) -> dict[str, str]:
+    """As words_by_language, but each word goes to the turn its own timestamps overlap (the
+    result's `words`), so a segment that spans turns of two languages is split between them
+    instead of charging one language with insertions and the other with deletions.
+    Segments without words fall back to the segment's assignment."""
+    out: dict[str, list[str]] = {}
+    for seg in result_segments:
+        words = _field(seg, "words") or []
+        if not words:
+            for _, lang in assign_languages([seg], reference_turns):
+                text = (_field(seg, "text") or "").strip()
+                if text:
+                    out.setdefault(lang, []).append(text)
+            continue
+        for word in words:
+            lang = _word_language(
+                float(_field(word, "start")), float(_field(word, "end")), reference_turns
+            )
+            text = (_field(word, "text") or _field(word, "word") or "").strip()
+            if lang is not None and text:
+                out.setdefault(lang, []).append(text)
+    return {lang: " ".join(texts) for lang, texts in out.items()}

@@ -8,6 +8,7 @@ manager meet it.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +29,7 @@ from tests.jobclient import (
     kill_replica,
     manager,
     redis_client,
+    replica_actors,
     result,
     submit,
     wait_done,
@@ -255,3 +257,36 @@ def test_a_pending_webhook_survives_a_manager_restart(http, app_settings, jfk_wa
     assert len(receiver.received) == 1, "the event was sent twice"
     (payload,) = receiver.payloads()
     assert payload["id"] == job_id and payload["event"] == "job.completed"
+
+
+# -- issue 22 item 1: hostile webhook receivers ------------------------------------------
+def test_hostile_webhook_receivers_delay_no_one_and_crash_nothing(http, app_settings, jfk_wav):
+    """A receiver that streams an endless body and one that trickles its answer: another
+    job's webhook still arrives at once, the manager is never replaced, and each hostile
+    attempt is counted (before, the endless body grew the manager until it was killed and
+    the uncounted event came back forever; the trickle held the one delivery loop)."""
+    manager_before = replica_actors("JobManager")
+    store = redis_client(app_settings)
+    with (
+        WebhookReceiver(mode="endless") as endless,
+        WebhookReceiver(mode="trickle") as trickle,
+        WebhookReceiver() as fine,
+    ):
+        hostile = [
+            submit(http, jfk_wav, diarize=False, webhook_url=r.url) for r in (endless, trickle)
+        ]
+        for job_id in hostile:
+            assert wait_done(http, job_id)["status"] == "completed"
+        assert trickle.wait(lambda got: got, 30), "the trickling receiver was never called"
+        job_id = submit(http, jfk_wav, diarize=False, webhook_url=fine.url)
+        assert wait_done(http, job_id)["status"] == "completed"
+        done_at = time.monotonic()
+        assert fine.wait(lambda got: got, 10), "a hostile receiver held up another's event"
+        assert time.monotonic() - done_at < 5
+        entries = [
+            json.loads(store.get(f"{app_settings.redis_key_prefix}job:{j}:webhook"))
+            for j in hostile
+        ]
+    assert entries[0]["delivered"] and entries[0]["attempts"] == 1  # 200, body never read
+    assert entries[1]["attempts"] >= 1
+    assert replica_actors("JobManager") == manager_before, "the manager was replaced"

@@ -17,6 +17,7 @@ from tests.multilingual import (
     normalize,
     wer,
     words_by_language,
+    words_by_language_timed,
 )
 from tests.realvoices import LANGUAGE, VOICES, RealRecording, texts_by_language, turn_languages
 
@@ -91,6 +92,24 @@ def test_words_by_language():
         {"start": 25.0, "end": 26.0, "language": "it", "text": ""},
     ]
     assert words_by_language(segments, REFERENCE) == {"en": "hello there", "fr": "bonjour à tous"}
+
+
+def test_words_by_language_timed_splits_a_segment_across_turns():
+    def word(start, end, text):
+        return {"start": start, "end": end, "text": text}
+
+    spanning = [word(7.0, 8.0, "good"), word(8.2, 8.8, "bye"), word(11.0, 12.0, "salut")]
+    segments = [
+        {"start": 7.0, "end": 12.0, "text": "good bye salut", "words": spanning},
+        {"start": 20.2, "end": 20.8, "text": "x", "words": [word(20.2, 20.8, "tous")]},
+        {"start": 22.0, "end": 23.0, "text": "y", "words": [word(22.0, 23.0, "lost")]},
+        {"start": 25.0, "end": 26.0, "text": "ciao"},  # no words: the segment's turn
+    ]
+    assert words_by_language_timed(segments, REFERENCE) == {
+        "en": "good bye",
+        "fr": "salut tous",  # 0.2 s after its turn: the nearest within 1 s
+        "it": "ciao",
+    }
 
 
 def test_turn_languages_and_texts():

@@ -1,5 +1,7 @@
 """A local webhook receiver for the tests: records every POST, can start later on a port
-chosen earlier (to play a receiver that is down at first)."""
+chosen earlier (to play a receiver that is down at first), and can play a hostile one:
+`endless` answers 200 with a body that never ends, `trickle` sends a byte every few
+seconds and never finishes its answer."""
 
 from __future__ import annotations
 
@@ -7,33 +9,49 @@ import json
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.conftest import WEBHOOK_HOST
 
 
 class WebhookReceiver:
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or _free_port()
+    def __init__(self, port: int | None = None, mode: str = "ok") -> None:
+        assert mode in ("ok", "endless", "trickle")
+        self.port, self.mode = port or _free_port(), mode
         self.url = f"http://{WEBHOOK_HOST}:{self.port}/hook"
         self.received: list[tuple[dict, bytes]] = []  # (headers, body)
-        self._server: HTTPServer | None = None
+        self._server: ThreadingHTTPServer | None = None
 
     def start(self) -> WebhookReceiver:
-        received, lock = self.received, threading.Lock()
+        received, lock, mode = self.received, threading.Lock(), self.mode
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with lock:
                     received.append((dict(self.headers), body))
-                self.send_response(204)
-                self.end_headers()
+                if mode == "ok":
+                    self.send_response(204)
+                    self.end_headers()
+                    return
+                try:
+                    if mode == "endless":
+                        self.send_response(200)
+                        self.end_headers()
+                        while True:
+                            self.wfile.write(b"x" * 65536)
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                    while True:  # trickle: a header that never ends, a byte at a time
+                        self.wfile.write(b"a")
+                        self.wfile.flush()
+                        time.sleep(3)
+                except OSError:  # the sender hung up
+                    pass
 
             def log_message(self, *args):
                 pass
 
-        self._server = HTTPServer((WEBHOOK_HOST, self.port), Handler)
+        self._server = ThreadingHTTPServer((WEBHOOK_HOST, self.port), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
