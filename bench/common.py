@@ -26,7 +26,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deployments.schemas import SAMPLE_RATE
+from deployments.core.schemas import SAMPLE_RATE
 from tests.synth import Recording, concat, meeting
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "serve_config.yaml"
@@ -194,8 +194,8 @@ def load_whisper(settings, threads: int):
     """A faster-whisper `WhisperModel` loaded the way the Transcriber replica loads it."""
     from faster_whisper import WhisperModel
 
-    from deployments.model_store import resolve_whisper
-    from deployments.whisper_batch import pick_device
+    from deployments.models.model_store import resolve_whisper
+    from deployments.models.whisper_batch import pick_device
 
     device, compute_type = pick_device(settings.device)
     return WhisperModel(
@@ -212,8 +212,8 @@ def load_whisper(settings, threads: int):
 
 def load_core(settings, threads: int, batch_size: int | None = None):
     """The replica's own engine (`WhisperBatchTranscriber`), in this process."""
-    from deployments.model_store import resolve_whisper
-    from deployments.whisper_batch import WhisperBatchTranscriber
+    from deployments.models.model_store import resolve_whisper
+    from deployments.models.whisper_batch import WhisperBatchTranscriber
 
     return WhisperBatchTranscriber(
         resolve_whisper(

@@ -26,8 +26,8 @@ class InProcess:
         cache: Path | None = None,
         segment_s: float = 30.0,
     ) -> None:
-        from deployments.diarization.clustering import ClusterParams
-        from deployments.diarizer import load_diarizer
+        from deployments.core.clustering import ClusterParams
+        from deployments.replicas.diarizer import load_diarizer
 
         self.params = ClusterParams(**(params or {}))
         self.diarizer = load_diarizer(
@@ -62,9 +62,9 @@ class InProcess:
 
     def run(self, audio: np.ndarray, hint: int | None = None) -> tuple[list, float]:
         """(turns as (start, end, speaker), seconds taken) for 16 kHz mono audio."""
-        from deployments.schemas import DiarizeOptions, Transcription
-        from jobs.splitter import split_stream
-        from jobs.stitch import SegmentOutcome, stitch
+        from deployments.core.schemas import DiarizeOptions, Transcription
+        from deployments.core.splitter import split_stream
+        from jobs.stitching.stitch import SegmentOutcome, stitch
 
         t0 = time.monotonic()
         outcomes = []
@@ -81,7 +81,7 @@ class InProcess:
         return [(t.start, t.end, t.speaker) for t in result.turns], time.monotonic() - t0
 
     def turns(self, case, hint: int | None) -> tuple[list, float]:
-        from deployments.audio import decode_audio
+        from deployments.core.audio import decode_audio
 
         return self.run(decode_audio(case.path), hint)
 

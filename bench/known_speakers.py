@@ -4,8 +4,8 @@
 
 In process, as a job does it: a meeting of real voices (Debian's prompt packages,
 tests/realvoices.py) is cut into 30 s segments, each diarized by the bundled diarizer, and the
-segments' tracks are linked (jobs.stitch.link_speakers). Voices are enrolled from 2 samples
-of 4-10 s each, made of prompts the meeting never uses (tests/knownvoices.py).
+segments' tracks are linked (jobs.stitching.stitch.link_speakers). Voices are enrolled from
+2 samples of 4-10 s each, made of prompts the meeting never uses (tests/knownvoices.py).
 
 - Tune (TUNE_VOICES): every tune voice is enrolled; across `--meetings` meetings of three of
   them, each global speaker's similarity to every voiceprint is recorded: genuine when the
@@ -13,7 +13,7 @@ of 4-10 s each, made of prompts the meeting never uses (tests/knownvoices.py).
   genuine and highest impostor similarity, the range a threshold can take.
 - Report (HELDOUT_VOICES, never tuned on): ru and fr_armelle enrolled and present,
   it_menardi and es_co present but never enrolled, en_allison enrolled but absent; naming
-  rates at jobs.voiceprints.MATCH_THRESHOLD.
+  rates at jobs.stitching.voiceprints.MATCH_THRESHOLD.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from bench.common import log, make_parser, table, write_json
 
 
 def _diarizer():
-    from deployments.diarization.pipeline import SpeakerDiarizer
-    from deployments.model_store import resolve_bundled_diarization
+    from deployments.models.diarization.pipeline import SpeakerDiarizer
+    from deployments.models.model_store import resolve_bundled_diarization
     from serve_app.settings import Settings
 
     seg, emb = resolve_bundled_diarization(Settings().resolved_models_dir)
@@ -39,8 +39,8 @@ def _diarizer():
 
 
 def enroll(diarizer, samples: list[np.ndarray], name: str):
-    from deployments.schemas import voice_sample
-    from jobs.voiceprints import KnownSpeaker, voiceprint
+    from deployments.core.schemas import voice_sample
+    from jobs.stitching.voiceprints import KnownSpeaker, voiceprint
 
     voices = [voice_sample(diarizer(s)) for s in samples]
     embedding, _ = voiceprint(voices)
@@ -49,10 +49,10 @@ def enroll(diarizer, samples: list[np.ndarray], name: str):
 
 def run_job(diarizer, rec, known, segment_s: float = 30.0):
     """Diarize 30 s segments and link them, as the job manager does; the Speakers."""
-    from deployments.schemas import DiarizeOptions
-    from jobs.speaker_linking import TrackSet
-    from jobs.splitter import SegmentPlan
-    from jobs.stitch import link_speakers
+    from deployments.core.schemas import DiarizeOptions
+    from deployments.core.splitter import SegmentPlan
+    from jobs.stitching.speaker_linking import TrackSet
+    from jobs.stitching.stitch import link_speakers
 
     step = int(segment_s * 16000)
     plans, tracks = [], TrackSet()
@@ -80,7 +80,7 @@ def main() -> int:
     parser.add_argument("--heldout", type=int, default=3, help="held-out meetings")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    from jobs.voiceprints import MATCH_THRESHOLD
+    from jobs.stitching.voiceprints import MATCH_THRESHOLD
     from tests.knownvoices import enrollment_samples, naming_rates
     from tests.realvoices import HELDOUT_VOICES, TUNE_VOICES, build_meeting
 

@@ -40,7 +40,7 @@ from bench.common import (
     workspace,
     write_json,
 )
-from deployments.schemas import TranscribeOptions
+from deployments.core.schemas import TranscribeOptions
 from tests.conftest import load_audio, normalize_text
 from tests.synth import write_wav
 

@@ -24,9 +24,9 @@ from bench.common import MIB, log, make_parser, table, traced, write_json
 
 
 def segment_tracks(minutes: float = 10.0) -> list[list]:
-    from deployments.diarization.pipeline import SpeakerDiarizer
-    from deployments.model_store import resolve_bundled_diarization
-    from jobs.splitter import split_stream
+    from deployments.core.splitter import split_stream
+    from deployments.models.diarization.pipeline import SpeakerDiarizer
+    from deployments.models.model_store import resolve_bundled_diarization
     from serve_app.settings import get_settings
     from tests.realvoices import TUNE_VOICES, cached_meeting
 
@@ -58,7 +58,7 @@ def main() -> int:
     parser.add_argument("--hours", type=float, nargs="+", default=[0.25, 1, 2, 4])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    from jobs.speaker_linking import cluster_tracks
+    from jobs.stitching.speaker_linking import cluster_tracks
 
     log("diarizing 10 min of real voices for realistic tracks")
     base = segment_tracks()

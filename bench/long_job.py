@@ -28,7 +28,7 @@ from bench.common import (
     workspace,
     write_json,
 )
-from deployments.schemas import SAMPLE_RATE
+from deployments.core.schemas import SAMPLE_RATE
 from tests.synth import write_wav
 
 

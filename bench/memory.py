@@ -38,7 +38,7 @@ from bench.common import (
     workspace,
     write_json,
 )
-from deployments.schemas import SAMPLE_RATE
+from deployments.core.schemas import SAMPLE_RATE
 from tests.media import encode_audio
 from tests.synth import write_wav
 

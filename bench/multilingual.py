@@ -11,7 +11,7 @@ threshold was chosen on these), held-out voices (ru, fr_armelle, it_menardi), an
 unseen meetings of issue 20 (MEETINGS: a bilingual person, other orders and turn lengths).
 
 With --calibrate it first shows where the sure-language threshold
-(deployments.window_language.SURE_PROBABILITY) comes from: on single prompts of the tune
+(deployments.core.window_language.SURE_PROBABILITY) comes from: on single prompts of the tune
 voices, the detection probability of right and wrong guesses, by prompt length.
 
 Reported, per meeting:
@@ -109,8 +109,8 @@ def calibrate(model, per_voice: int, seed: int) -> dict:
     """Detection on single prompts of the tune voices: how sure right and wrong guesses are."""
     from faster_whisper.audio import pad_or_trim
 
-    from deployments.window_language import SURE_PROBABILITY as SURE
-    from deployments.window_language import parse_detection
+    from deployments.core.window_language import SURE_PROBABILITY as SURE
+    from deployments.core.window_language import parse_detection
     from tests.realvoices import LANGUAGE, voice_prompts
 
     rng = np.random.default_rng(seed)

@@ -32,7 +32,7 @@ from bench.common import (
     workspace,
     write_json,
 )
-from deployments.schemas import SAMPLE_RATE
+from deployments.core.schemas import SAMPLE_RATE
 from tests.synth import write_wav
 
 DEFAULT = (1, 30.0)  # the shipped configuration's replica count and segment length

@@ -8,7 +8,7 @@ Redis holds them. Then, with tracemalloc (peak Python allocations, the checkpoin
 themselves excluded):
 - "in memory": what the job manager did before: parse every checkpoint, `stitch` them all
   into one JobResult, serialise it;
-- "streamed": `jobs.result_writer.stitch_to_store`, which links speakers from the tracks,
+- "streamed": `jobs.stitching.result_writer.stitch_to_store`, which links speakers from the tracks,
   then reads one segment's words at a time and appends finished sentences to the result
   (here a sink that counts the bytes, as Redis would receive them).
 """
@@ -30,7 +30,7 @@ SEG_S, WORDS, DIM, VOICES = 30.0, 75, 192, 4
 
 
 def checkpoints(hours: float, rng: np.random.Generator) -> tuple[list, dict[str, str]]:
-    from deployments.schemas import (
+    from deployments.core.schemas import (
         Diarization,
         SpeakerTrack,
         SpeakerTurn,
@@ -38,7 +38,7 @@ def checkpoints(hours: float, rng: np.random.Generator) -> tuple[list, dict[str,
         TranscriptSegment,
         Word,
     )
-    from jobs.splitter import SegmentPlan
+    from deployments.core.splitter import SegmentPlan
 
     voices = rng.normal(size=(VOICES, DIM))
     plans, ckpt = [], {}
@@ -116,8 +116,8 @@ class _Sink:
 
 
 def in_memory(plans, ckpt, diarize) -> int:
-    from deployments.schemas import Diarization, DiarizeOptions, Transcription
-    from jobs.stitch import SegmentOutcome, stitch
+    from deployments.core.schemas import Diarization, DiarizeOptions, Transcription
+    from jobs.stitching.stitch import SegmentOutcome, stitch
 
     outcomes = [
         SegmentOutcome(
@@ -132,8 +132,8 @@ def in_memory(plans, ckpt, diarize) -> int:
 
 
 def streamed(plans, ckpt, diarize) -> int:
-    from deployments.schemas import DiarizeOptions
-    from jobs.result_writer import stitch_to_store
+    from deployments.core.schemas import DiarizeOptions
+    from jobs.stitching.result_writer import stitch_to_store
 
     sink = _Sink(ckpt)
     options = DiarizeOptions() if diarize else None

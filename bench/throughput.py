@@ -44,7 +44,7 @@ from bench.common import (
     workspace,
     write_json,
 )
-from deployments.schemas import SAMPLE_RATE
+from deployments.core.schemas import SAMPLE_RATE
 from tests.conftest import load_audio, wer
 from tests.synth import write_wav
 
@@ -92,7 +92,7 @@ def run_baselines(model, audios: list, args: argparse.Namespace) -> list[dict]:
     """Per recording: {system: [(wall s, text), ...]} for the in-process systems."""
     from faster_whisper import BatchedInferencePipeline
 
-    from deployments.whisper_batch import speech_windows
+    from deployments.models.whisper_batch import speech_windows
 
     batched = BatchedInferencePipeline(model)
     opts = {"language": args.language, "word_timestamps": True}

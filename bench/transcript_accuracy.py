@@ -42,7 +42,7 @@ from bench.common import (
     workspace,
     write_json,
 )
-from deployments.schemas import SAMPLE_RATE, DiarizeOptions, TranscribeOptions
+from deployments.core.schemas import SAMPLE_RATE, DiarizeOptions, TranscribeOptions
 from tests.conftest import load_audio, normalize_text, pyannote_sample_dir, wer
 from tests.synth import write_wav
 
@@ -139,8 +139,8 @@ def scores(case: Case, result: dict, duration: float) -> dict:
 
 def in_process(settings, case: Case, args: argparse.Namespace, core, diarizer) -> dict:
     """Unchunked (stitched as one segment) and sequential results for one case."""
-    from jobs.splitter import SegmentPlan
-    from jobs.stitch import SegmentOutcome, stitch
+    from deployments.core.splitter import SegmentPlan
+    from jobs.stitching.stitch import SegmentOutcome, stitch
 
     audio = load_audio(case.path)
     duration = len(audio) / SAMPLE_RATE
@@ -171,7 +171,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> int:
-    from deployments.diarizer import load_diarizer
+    from deployments.replicas.diarizer import load_diarizer
 
     args = parse_args()
     wer_rows, der_rows = [], []

@@ -15,14 +15,16 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from deployments.diarizer import Diarizer
-from deployments.transcriber import DEFAULT_DEPLOYMENT, Transcriber, deployment_name
-from serve_app import routes_jobs, routes_openai, routes_speakers
+from deployments.replicas.diarizer import Diarizer
+from deployments.replicas.transcriber import DEFAULT_DEPLOYMENT, Transcriber, deployment_name
 from serve_app.errors import install_error_handlers, retry_later
 from serve_app.exposure import check_exposure, serve_http_host
-from serve_app.services import Services, get_services, install
+from serve_app.limits import BodySizeLimit
+from serve_app.routers.jobs import router as jobs_router
+from serve_app.routers.openai import router as openai_router
+from serve_app.routers.speakers import router as speakers_router
+from serve_app.services.context import Services, get_services, install
 from serve_app.settings import Settings
-from serve_app.uploads import BodySizeLimit
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +37,9 @@ api = FastAPI(
 )
 install_error_handlers(api)
 api.add_middleware(BodySizeLimit)
-api.include_router(routes_openai.router)
-api.include_router(routes_jobs.router)
-api.include_router(routes_speakers.router)
+api.include_router(openai_router)
+api.include_router(jobs_router)
+api.include_router(speakers_router)
 
 
 @api.get("/healthz", summary="Readiness: 200 once models, Redis and the job manager answer")
@@ -68,7 +70,7 @@ async def healthz(services: Annotated[Services, Depends(get_services)]) -> dict:
 
 
 def manager_config(settings: Settings):
-    from jobs.manager import ManagerConfig
+    from jobs.pipeline.manager import ManagerConfig
 
     return ManagerConfig(
         redis_url=settings.redis_url,
@@ -106,10 +108,10 @@ class Ingress:
         manager: DeploymentHandle,
         settings: Settings,
     ) -> None:
-        from jobs.redis_server import resolve_redis_url
-        from jobs.storage import AudioStorage
-        from jobs.store import JobStore
-        from jobs.voiceprints import SpeakerRegistry
+        from jobs.state.audio_files import AudioStorage
+        from jobs.state.job_store import JobStore
+        from jobs.state.redis_server import resolve_redis_url
+        from jobs.state.speakers import SpeakerRegistry
 
         check_exposure(settings, serve_http_host())
         redis_url = resolve_redis_url(settings.redis_url, settings.resolved_data_dir)
@@ -142,7 +144,7 @@ def build_app(
     `transcriber` applies to the default model's, `models` to others' by deployment name.
     """
     overrides = {**(models or {}), DEFAULT_DEPLOYMENT: transcriber or {}}
-    from jobs.manager import JobManager
+    from jobs.pipeline.manager import JobManager
 
     check_exposure(settings, serve_http_host())
     models_dir = str(settings.resolved_models_dir)

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Header
 
 from serve_app.errors import ApiError
-from serve_app.services import Services, get_services
+from serve_app.services.context import Services, get_services
 
 
 def owner_id(key: str) -> str:

@@ -45,7 +45,7 @@ def classify(exc: BaseException) -> tuple[int, str, str] | None:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    from deployments.schemas import InputRejected
+    from deployments.core.schemas import InputRejected
 
     cause = getattr(exc, "cause", None)
     if isinstance(cause, InputRejected) or isinstance(exc, InputRejected):

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from jobs.records import JobRecord
+from jobs.state.records import JobRecord
 
 
 class ErrorDetail(BaseModel):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from deployments.schemas import Transcription, TranscriptSegment, Word
-from jobs.records import JobStatus
-from jobs.store import JobStore
+from deployments.core.schemas import Transcription, TranscriptSegment, Word
+from jobs.state.job_store import JobStore
+from jobs.state.records import JobStatus
 
 
 class _Awaitable:
@@ -106,8 +106,8 @@ def prefix() -> str:
 
 def fake_services(redis_server, tmp_path, **overrides):
     """Services for the in-process app: real Redis and storage, fake replicas and manager."""
-    from jobs.storage import AudioStorage
-    from serve_app.services import Services
+    from jobs.state.audio_files import AudioStorage
+    from serve_app.services.context import Services
     from serve_app.settings import Settings
 
     settings = Settings(

@@ -47,7 +47,7 @@ def wer(reference: str, hypothesis: str) -> float:
 
 
 def load_audio(path: Path) -> np.ndarray:
-    from deployments.audio import decode_audio
+    from deployments.core.audio import decode_audio
 
     return decode_audio(path)
 
@@ -62,8 +62,8 @@ def models_dir() -> Path:
 @pytest.fixture(scope="session")
 def whisper_core(models_dir):
     """The in-process transcriber core, loaded once per session."""
-    from deployments.model_store import resolve_whisper
-    from deployments.whisper_batch import WhisperBatchTranscriber
+    from deployments.models.model_store import resolve_whisper
+    from deployments.models.whisper_batch import WhisperBatchTranscriber
 
     return WhisperBatchTranscriber(resolve_whisper("tiny.en", models_dir, False), cpu_threads=2)
 
@@ -71,8 +71,8 @@ def whisper_core(models_dir):
 @pytest.fixture(scope="session")
 def diarizer(models_dir):
     """The in-process diarization pipeline, loaded once per session."""
-    from deployments.diarization.pipeline import SpeakerDiarizer
-    from deployments.model_store import resolve_bundled_diarization
+    from deployments.models.diarization.pipeline import SpeakerDiarizer
+    from deployments.models.model_store import resolve_bundled_diarization
 
     segmentation, embedding = resolve_bundled_diarization(models_dir)
     return SpeakerDiarizer(segmentation, embedding, device="cpu", num_threads=2)

@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from deployments.schemas import SAMPLE_RATE
+from deployments.core.schemas import SAMPLE_RATE
 
 
 def resample(audio: np.ndarray, rate: int) -> np.ndarray:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deployments.audio import decode_audio
-from deployments.schemas import SAMPLE_RATE
+from deployments.core.audio import decode_audio
+from deployments.core.schemas import SAMPLE_RATE
 
 # (espeak voice, pitch 0-99): distinct pitch ranges keep synthetic voices apart for the
 # segmentation model, which otherwise puts two espeak voices in one local speaker slot.

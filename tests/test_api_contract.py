@@ -11,9 +11,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from deployments.schemas import SpeakerTurn
-from jobs.records import JobStatus
-from jobs.stitch import JobResult, StitchedSegment, StitchedWord
+from deployments.core.schemas import SpeakerTurn
+from jobs.state.records import JobStatus
+from jobs.stitching.stitch import JobResult, StitchedSegment, StitchedWord
 from serve_app.app import api
 from tests.api_fakes import fake_services
 from tests.conftest import JFK

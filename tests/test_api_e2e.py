@@ -9,7 +9,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from jobs.webhooks import SIGNATURE_HEADER, verify
+from jobs.integrations.webhooks import SIGNATURE_HEADER, verify
 from serve_app.app import api
 from tests.conftest import JFK, JFK_TEXT, pyannote_sample_dir, wer
 from tests.jobclient import redis_client, submit, wait_done

@@ -6,8 +6,8 @@ import wave
 import numpy as np
 import pytest
 
-from deployments.audio import AudioDecodeError, decode_audio, iter_audio_blocks
-from deployments.schemas import SAMPLE_RATE
+from deployments.core.audio import AudioDecodeError, decode_audio, iter_audio_blocks
+from deployments.core.schemas import SAMPLE_RATE
 from tests.conftest import HOTWORDS, JFK, STEREO
 
 
@@ -64,7 +64,7 @@ def _tone(seconds: float) -> np.ndarray:
 
 
 def test_max_s_stops_a_stream_that_declares_no_duration(tmp_path):
-    from deployments.audio import probe_audio
+    from deployments.core.audio import probe_audio
     from tests.media import encode_audio
 
     webm = encode_audio(_tone(60), tmp_path / "live.webm", "libopus", 48000, streamed=True)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from deployments.diarization.embedding import EMBEDDING_DIM, CAMPPlus, SpeakerEmbedder
-from deployments.model_store import resolve_bundled_diarization
+from deployments.models.diarization.embedding import EMBEDDING_DIM, CAMPPlus, SpeakerEmbedder
+from deployments.models.model_store import resolve_bundled_diarization
 from tests import realvoices
 
 pytestmark = pytest.mark.models

@@ -31,9 +31,9 @@ SERVE_CONFIGS = [SERVE_CPU, SERVE_GPU]
 # Where each deployment class lives (for its reconfigure source).
 DEPLOYMENT_SOURCES = {
     "Ingress": REPO / "serve_app" / "app.py",
-    "Transcriber": REPO / "deployments" / "transcriber.py",
-    "Diarizer": REPO / "deployments" / "diarizer.py",
-    "JobManager": REPO / "jobs" / "manager.py",
+    "Transcriber": REPO / "deployments" / "replicas" / "transcriber.py",
+    "Diarizer": REPO / "deployments" / "replicas" / "diarizer.py",
+    "JobManager": REPO / "jobs" / "pipeline" / "manager.py",
 }
 REDIS_PORT = 6379
 
@@ -218,7 +218,7 @@ def test_serve_config_validates_against_serve_schema(path: Path) -> None:
 
 @pytest.mark.parametrize("path", SERVE_CONFIGS, ids=lambda p: p.name)
 def test_serve_config_args_are_settings(path: Path) -> None:
-    from deployments.model_store import BUNDLED, BUNDLED_WHISPER_DIRS
+    from deployments.models.model_store import BUNDLED, BUNDLED_WHISPER_DIRS
     from serve_app.settings import Settings
 
     (app,) = load_yaml(path)["applications"]
@@ -237,7 +237,7 @@ def test_serve_config_deployments_exist_in_app(path: Path) -> None:
     from serve_app.app import app_builder
 
     (app,) = load_yaml(path)["applications"]
-    from deployments.transcriber import deployment_name
+    from deployments.replicas.transcriber import deployment_name
     from serve_app.settings import Settings
 
     (app,) = load_yaml(path)["applications"]

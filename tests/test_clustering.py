@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deployments.diarization.clustering import ClusterParams, cluster
+from deployments.core.clustering import ClusterParams, cluster
 
 DIM = 192
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from deployments.schemas import SAMPLE_RATE, Diarization, DiarizeOptions
+from deployments.core.schemas import SAMPLE_RATE, Diarization, DiarizeOptions
 from tests.conftest import SHARED_DATA, STEREO, load_audio, pyannote_sample_dir
 
 pytestmark = pytest.mark.models

@@ -12,9 +12,9 @@ from openai.types.audio import Transcription, TranscriptionDiarized, Transcripti
 from pyannote.core import Annotation, Segment
 from pyannote.database.util import load_rttm
 
-from deployments.schemas import SpeakerTurn
-from jobs.stitch import JobResult, StitchedSegment, StitchedWord
-from serve_app.formats import (
+from deployments.core.schemas import SpeakerTurn
+from jobs.stitching.stitch import JobResult, StitchedSegment, StitchedWord
+from serve_app.rendering import (
     JOB_FORMATS,
     OPENAI_FORMATS,
     cues,

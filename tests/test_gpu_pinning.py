@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from deployments.schemas import TranscribeOptions
+from deployments.core.schemas import TranscribeOptions
 from tests.conftest import JFK_TEXT, wer
 
 pytestmark = [pytest.mark.ray, pytest.mark.models]
@@ -22,7 +22,7 @@ def _replica_infos(handle, expected: int, timeout_s: float = 60) -> dict[str, di
 def _deploy_pinned(models_dir, name: str, num_gpus: float):
     from ray import serve
 
-    from deployments.transcriber import Transcriber
+    from deployments.replicas.transcriber import Transcriber
 
     app = Transcriber.options(
         num_replicas=2,

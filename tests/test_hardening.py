@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from deployments.schemas import SAMPLE_RATE, Transcription, TranscriptSegment, Word
-from jobs.records import JobOptions, JobRecord
-from jobs.storage import AudioStorage
-from jobs.store import JobStore
+from deployments.core.schemas import SAMPLE_RATE, Transcription, TranscriptSegment, Word
+from jobs.state.audio_files import AudioStorage
+from jobs.state.job_store import JobStore
+from jobs.state.records import JobOptions, JobRecord
 from tests.conftest import JFK, JFK_TEXT, load_audio, wer
 from tests.jobclient import (
     calls,
@@ -202,7 +202,7 @@ def test_a_language_the_model_lacks_is_422_naming_the_allowed_values(http, langu
 def test_a_bad_request_fails_alone_inside_a_transcriber_batch(jfk_audio):
     from ray import serve
 
-    from deployments.schemas import TranscribeOptions
+    from deployments.core.schemas import TranscribeOptions
 
     handle = serve.get_deployment_handle("Transcriber", app_name="speech")
     options = [TranscribeOptions(language=x) for x in ("en", "zz", None, "en", "xx", None)]

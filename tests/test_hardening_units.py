@@ -18,8 +18,8 @@ import pytest
 import redis
 import yaml
 
-from jobs.records import JobRecord, JobStatus
-from jobs.webhooks import WebhookRefused, check_url, post_once, resolve_checked
+from jobs.integrations.webhooks import WebhookRefused, check_url, post_once, resolve_checked
+from jobs.state.records import JobRecord, JobStatus
 from serve_app.exposure import ExposedWithoutKeys, check_exposure
 from serve_app.settings import Settings
 from tests.conftest import REPO, WEBHOOK_HOST
@@ -165,7 +165,7 @@ def _uuid() -> str:
 
 # -- item 15: the embedded Redis survives SIGKILL with every acknowledged write -----------
 def test_embedded_redis_keeps_acknowledged_writes_through_sigkill_and_is_restarted(tmp_path):
-    from jobs.redis_server import ensure_embedded_redis
+    from jobs.state.redis_server import ensure_embedded_redis
 
     url = ensure_embedded_redis(tmp_path)
     conf = (tmp_path / "redis" / "redis.conf").read_text()
@@ -199,7 +199,7 @@ def _running(pid: int) -> bool:
 
 # -- item 16: every command the store sends may be resent safely --------------------------
 async def test_a_resent_call_count_counts_once(redis_server):
-    from jobs.store import JobStore
+    from jobs.state.job_store import JobStore
 
     store = JobStore(redis_server.url, prefix=f"u{_uuid()[:6]}:")
     try:
@@ -217,7 +217,7 @@ async def test_a_resent_call_count_counts_once(redis_server):
 # -- item 10: one request's failure stays its own inside a shared batch --------------------
 @pytest.mark.models
 def test_one_failing_request_does_not_fail_its_batch(whisper_core, jfk_audio, monkeypatch):
-    from deployments.schemas import InputRejected, TranscribeOptions
+    from deployments.core.schemas import InputRejected, TranscribeOptions
     from tests.conftest import JFK_TEXT, wer
 
     bad = np.zeros(12345, np.float32)  # stands in for input that breaks the decoder

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deployments.schemas import SAMPLE_RATE
+from deployments.core.schemas import SAMPLE_RATE
 from tests.conftest import JFK, JFK_TEXT, load_audio, pyannote_sample_dir, wer
 from tests.jobclient import (
     assert_words_global_and_monotonic,
@@ -66,7 +66,7 @@ def test_ten_minutes_split_fanned_out_and_stitched(http, app_settings, ten_minut
     # - the cluster's own decoder (isolates what splitting and stitching cost);
     # - faster-whisper's sequential transcribe at temperature 0. Its default temperature
     #   fallback samples at random, which moved this WER between 0.105 and 0.16 run to run.
-    from deployments.schemas import TranscribeOptions
+    from deployments.core.schemas import TranscribeOptions
 
     stitched = " ".join(w["text"] for w in words)
     whole = whisper_core.transcribe_many([rec.audio], [TranscribeOptions(language="en")])[0]

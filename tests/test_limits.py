@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deployments.schemas import SAMPLE_RATE
-from jobs.storage import AudioStorage
+from deployments.core.schemas import SAMPLE_RATE
+from jobs.state.audio_files import AudioStorage
 from serve_app.settings import Settings
 from tests.conftest import JFK, JFK_TEXT, REPO, TEST_MAX_UPLOAD_MB, load_audio, wer
 from tests.media import encode_audio
@@ -100,7 +100,7 @@ def long_opus(tmp_path_factory) -> bytes:
 def test_direct_path_stops_decoding_past_its_limit(long_opus, monkeypatch):
     import av
 
-    from serve_app.routes_openai import decode_short
+    from serve_app.routers.openai import decode_short
 
     decoded = [0]
     real_resampler = av.AudioResampler
@@ -136,8 +136,8 @@ def _record_thread(monkeypatch, module, name: str, seen: list[int]) -> None:
 
 
 async def test_rendering_runs_off_the_event_loop(client, monkeypatch):
-    from jobs.stitch import JobResult
-    from serve_app import formats
+    from jobs.stitching.stitch import JobResult
+    from serve_app import rendering as formats
 
     seen: dict[str, list[int]] = {"render_job": [], "render_openai": [], "parse": []}
     _record_thread(monkeypatch, formats, "render_job", seen["render_job"])
@@ -219,7 +219,7 @@ def test_model_and_job_code_never_imports_the_http_layer(package):
 
 
 def test_provision_cli_takes_the_models_dir_explicitly(monkeypatch, tmp_path):
-    from deployments import model_store
+    from deployments.models import model_store
 
     calls: list[Path] = []
     monkeypatch.setattr(model_store, "provision", lambda d: calls.append(d) or {})

@@ -1,7 +1,7 @@
 """Job metrics end to end: one real job, then a scrape of Ray's Prometheus endpoint.
 
-The job manager records through ray.util.metrics (jobs/metrics.py); the node's metrics agent
-exports them every few seconds on its metrics export port, prefixed with ``ray_``. The
+The job manager records through ray.util.metrics (jobs/integrations/metrics.py); the node's
+metrics agent exports them every few seconds on its metrics export port, prefixed with ``ray_``. The
 Grafana dashboard's queries must name series this scrape actually shows.
 """
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from deployments import model_store
-from deployments.model_store import ModelUnavailableError
+from deployments.models import model_store
+from deployments.models.model_store import ModelUnavailableError
 
 
 def test_provision_is_idempotent_and_verified(models_dir):
@@ -30,7 +30,7 @@ def test_hub_model_offline_fails_with_instructions(models_dir):
 
 
 def test_hub_diarization_offline_fails_with_instructions(models_dir):
-    from deployments.diarizer import load_diarizer
+    from deployments.replicas.diarizer import load_diarizer
 
     with pytest.raises(ModelUnavailableError, match="SPEECH_HF_TOKEN"):
         load_diarizer(

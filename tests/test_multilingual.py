@@ -113,7 +113,7 @@ def test_each_language_is_transcribed_as_well_as_on_its_own(meeting, meeting_res
     turns alone, in this run."""
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-    from deployments.model_store import resolve_whisper
+    from deployments.models.model_store import resolve_whisper
 
     rec, _ = meeting
     _, result = meeting_result

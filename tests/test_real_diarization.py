@@ -14,8 +14,8 @@ import httpx
 import numpy as np
 import pytest
 
-from deployments.schemas import InputRejected
-from jobs.segment_runner import one_line, root_cause
+from deployments.core.schemas import InputRejected
+from jobs.pipeline.job_pipeline import one_line, root_cause
 from tests.audiocopies import copies
 from tests.jobclient import result, submit, wait_done
 from tests.realsets import DerTally, ami_cases, sample_case, voices_case

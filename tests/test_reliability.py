@@ -16,7 +16,7 @@ import numpy as np
 import psutil
 import pytest
 
-from deployments.schemas import SAMPLE_RATE
+from deployments.core.schemas import SAMPLE_RATE
 from tests.conftest import JFK, JFK_TEXT, TEST_MAX_UPLOAD_MB, load_audio, normalize_text, wer
 from tests.jobclient import (
     TERMINAL,

@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from deployments.schemas import Diarization, DiarizeOptions, SpeakerTurn, TranscribeOptions
+from deployments.core.schemas import Diarization, DiarizeOptions, SpeakerTurn, TranscribeOptions
 
 
 def test_min_greater_than_max_is_rejected():

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from jobs.webhooks import SIGNATURE_HEADER, verify
+from jobs.integrations.webhooks import SIGNATURE_HEADER, verify
 from serve_app.app import build_app, manager_config
 from tests.conftest import JFK, JFK_TEXT, TEST_HTTP_PORT, load_audio, wer
 from tests.jobclient import TERMINAL, manager, replica_actors

@@ -13,12 +13,12 @@ import uuid
 import numpy as np
 import pytest
 
-from deployments.schemas import InputRejected, Transcription
-from jobs.manager import ManagerConfig
-from jobs.records import JobRecord
-from jobs.segment_runner import SegmentFailed, SegmentRunner
-from jobs.splitter import SegmentPlan
-from jobs.store import JobStore
+from deployments.core.schemas import InputRejected, Transcription
+from deployments.core.splitter import SegmentPlan
+from jobs.pipeline.job_pipeline import JobPipeline, SegmentFailed
+from jobs.pipeline.manager import ManagerConfig
+from jobs.state.job_store import JobStore
+from jobs.state.records import JobRecord
 
 
 class FakeResponse:
@@ -77,7 +77,7 @@ async def runner(redis_server):
         segment_max_attempts=3,
         retry_base_s=0.2,
     )
-    yield SegmentRunner(store, config), store
+    yield JobPipeline(store, config), store
     await store.close()
 
 

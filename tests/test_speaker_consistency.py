@@ -13,15 +13,15 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from deployments.schemas import (
+from deployments.core.schemas import (
     SAMPLE_RATE,
     DiarizeOptions,
     Transcription,
     TranscriptSegment,
     Word,
 )
-from jobs.splitter import split_stream
-from jobs.stitch import JobResult, SegmentOutcome, stitch
+from deployments.core.splitter import split_stream
+from jobs.stitching.stitch import JobResult, SegmentOutcome, stitch
 from tests.synth import Recording, meeting
 
 pytestmark = pytest.mark.models

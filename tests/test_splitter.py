@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deployments.audio import decode_audio
-from deployments.schemas import SAMPLE_RATE as SR
-from jobs.splitter import SegmentPlan, split_stream
+from deployments.core.audio import decode_audio
+from deployments.core.schemas import SAMPLE_RATE as SR
+from deployments.core.splitter import SegmentPlan, split_stream
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PYANNOTE_SAMPLE = (

@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from deployments.diarization.clustering import cluster
-from deployments.schemas import (
+from deployments.core.clustering import cluster
+from deployments.core.schemas import (
     Diarization,
     DiarizeOptions,
     SpeakerTrack,
@@ -17,8 +17,8 @@ from deployments.schemas import (
     TranscriptSegment,
     Word,
 )
-from jobs.splitter import SegmentPlan
-from jobs.stitch import JobResult, SegmentOutcome, stitch
+from deployments.core.splitter import SegmentPlan
+from jobs.stitching.stitch import JobResult, SegmentOutcome, stitch
 
 SR = 16000
 SEG_S = 30.0
@@ -276,7 +276,7 @@ def _with_tracks(
 ) -> SegmentOutcome:
     """Attach tracks (local speaker, voice, exclusive spans); all tracks of a segment are
     heard in one chunk with each other only when they belong to different speakers."""
-    from deployments.schemas import SpeakerTrack
+    from deployments.core.schemas import SpeakerTrack
 
     d = outcome.diarization.model_copy(update={"tracks": []})
     items = [
@@ -398,7 +398,7 @@ class _MemorySink:
 def test_streamed_stitching_writes_what_stitch_returns(voices, monkeypatch, diarized):
     import asyncio
 
-    from jobs import result_writer
+    from jobs.stitching import result_writer
 
     outs, _ = _tracked_conversation(voices, np.random.default_rng(21), merged_segment=2)
     # A word ending past its segment, to exercise clamping.
@@ -428,7 +428,7 @@ def test_streamed_stitching_writes_what_stitch_returns(voices, monkeypatch, diar
 def test_streamed_stitching_fails_loudly_on_a_missing_checkpoint(voices):
     import asyncio
 
-    from jobs.result_writer import stitch_to_store
+    from jobs.stitching.result_writer import stitch_to_store
 
     outs, _ = _conversation(voices, np.random.default_rng(22), segments=2)
     sink = _MemorySink(outs)

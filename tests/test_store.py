@@ -4,8 +4,8 @@ import uuid
 
 import pytest
 
-from jobs.records import JobOptions, JobRecord, JobStatus
-from jobs.store import JobStore
+from jobs.state.job_store import JobStore
+from jobs.state.records import JobOptions, JobRecord, JobStatus
 
 
 @pytest.fixture()
@@ -85,7 +85,7 @@ async def test_concurrent_submissions_with_one_idempotency_key_create_one_job(st
 async def test_the_queue_cap_is_checked_in_the_same_step_as_the_write(store):
     import asyncio
 
-    from jobs.store import QueueFull
+    from jobs.state.job_store import QueueFull
 
     outcomes = await asyncio.gather(
         *(store.create(_record(), max_active=3) for _ in range(10)), return_exceptions=True

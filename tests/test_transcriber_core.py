@@ -5,8 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from deployments.schemas import SAMPLE_RATE, TranscribeOptions
-from deployments.whisper_batch import speech_windows
+from deployments.core.schemas import SAMPLE_RATE, TranscribeOptions
+from deployments.models.whisper_batch import speech_windows
 from tests.conftest import JFK_TEXT, load_audio, pyannote_sample_dir, wer
 
 pytestmark = pytest.mark.models

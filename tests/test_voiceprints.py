@@ -7,17 +7,15 @@ import asyncio
 import numpy as np
 import pytest
 
-from deployments.schemas import DiarizeOptions, VoiceSample
-from jobs.records import JobOptions
-from jobs.stitch import stitch
-from jobs.voiceprints import (
+from deployments.core.schemas import DiarizeOptions, VoiceSample
+from jobs.state.records import JobOptions
+from jobs.state.speakers import NameTaken, SpeakerRegistry, new_profile
+from jobs.stitching.stitch import stitch
+from jobs.stitching.voiceprints import (
     MATCH_THRESHOLD,
     EnrollmentRejected,
     KnownSpeaker,
-    NameTaken,
-    SpeakerRegistry,
     assign,
-    new_profile,
     voiceprint,
 )
 from tests.test_stitch import _conversation
@@ -119,7 +117,7 @@ def test_job_options_hide_voiceprints_and_need_diarization(people):
 
 
 def test_registry_scopes_names_and_profiles_per_owner(redis_server, people):
-    from jobs.store import connect
+    from jobs.state.job_store import connect
 
     async def scenario():
         redis = connect(redis_server.url, 3)

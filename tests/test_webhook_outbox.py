@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 
-from jobs.outbox import CLAIM_MARGIN_S, WebhookOutbox
-from jobs.store import JobStore
-from jobs.webhooks import check_url, post_once
+from jobs.integrations.webhooks import check_url, post_once
+from jobs.state.job_store import JobStore
+from jobs.state.outbox import CLAIM_MARGIN_S, WebhookOutbox
 from tests.conftest import WEBHOOK_HOST
 from tests.webhook_receiver import WebhookReceiver
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import soundfile as sf
 
-from deployments.audio import read_spans
-from deployments.window_language import (
+from deployments.core.audio import read_spans
+from deployments.core.window_language import (
     SURE_PROBABILITY,
     WindowGuess,
     choose,
@@ -92,7 +92,7 @@ def test_read_spans_cuts_ranges_in_one_pass(tmp_path) -> None:
 
 
 def test_cuts_fall_between_speakers_and_skip_short_turns() -> None:
-    from deployments.window_language import speaker_cuts
+    from deployments.core.window_language import speaker_cuts
 
     turns = [
         (0.0, 4.0, "A"),
@@ -106,7 +106,7 @@ def test_cuts_fall_between_speakers_and_skip_short_turns() -> None:
 
 
 def test_windows_never_span_a_cut() -> None:
-    from deployments.whisper_batch import speech_windows
+    from deployments.models.whisper_batch import speech_windows
 
     sr = 16000
     rng = np.random.default_rng(0)
@@ -123,7 +123,7 @@ def test_windows_never_span_a_cut() -> None:
 
 
 def test_an_unsure_window_chooses_among_the_recordings_languages():
-    from deployments.window_language import among
+    from deployments.core.window_language import among
 
     unsure = WindowGuess(0, 0.0, 2.0, {"pt": 0.4, "es": 0.3, "it": 0.2, "en": 0.05})
     assert among(("es", "it", "ru"), unsure) == "es"  # pt is spoken nowhere else

@@ -1,0 +1,327 @@
+"""faster-whisper inference that batches 30 s windows from many requests into one pass.
+
+Each request is cut into windows at silences (Silero VAD). The windows of all requests in a
+batch are laid end to end in one buffer and decoded together by `BatchedInferencePipeline`
+with explicit clip timestamps; results are then mapped back to their request. One decoder
+pass over several requests keeps the CPU/GPU busy between calls.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from deployments.core.schemas import (
+    SAMPLE_RATE,
+    InputRejected,
+    TranscribeOptions,
+    Transcription,
+    TranscriptSegment,
+    Word,
+)
+from deployments.core.window_language import (
+    RequestLanguage,
+    WindowGuess,
+    among,
+    choose,
+    hinted,
+    parse_detection,
+)
+
+log = logging.getLogger(__name__)
+
+WINDOW_S = 30.0
+
+
+def pick_device(requested: str) -> tuple[str, str]:
+    """(device, compute_type): CUDA with float16 when a GPU is visible, else CPU int8."""
+    import ctranslate2
+
+    if requested == "cpu":
+        return "cpu", "int8"
+    has_gpu = ctranslate2.get_cuda_device_count() > 0
+    if requested == "cuda" and not has_gpu:
+        raise RuntimeError(
+            f"device='cuda' was requested but no CUDA device is visible "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})"
+        )
+    return ("cuda", "float16") if has_gpu else ("cpu", "int8")
+
+
+def speech_windows(
+    audio: np.ndarray, vad_filter: bool, cuts: Sequence[float] = ()
+) -> list[tuple[int, int]]:
+    """Sample ranges of at most 30 s that start and end in silence where VAD allows, and
+    never span one of `cuts` (seconds)."""
+    n = len(audio)
+    limit = int(WINDOW_S * SAMPLE_RATE)
+    if not vad_filter:
+        regions = [(s, min(s + limit, n)) for s in range(0, n, limit)]
+    else:
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+        speech = get_speech_timestamps(
+            audio, VadOptions(max_speech_duration_s=WINDOW_S - 1, min_silence_duration_ms=160)
+        )
+        regions = [(int(r["start"]), int(r["end"])) for r in speech]
+    marks = sorted({int(c * SAMPLE_RATE) for c in cuts if 0 < c * SAMPLE_RATE < n})
+    pieces: list[tuple[int, int]] = []
+    for start, end in regions:  # a region across a cut becomes two
+        inside = [m for m in marks if start < m < end]
+        bounds = [start, *inside, end]
+        pieces += [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+    windows: list[tuple[int, int]] = []
+    for start, end in pieces:
+        crosses = windows and any(windows[-1][1] <= m <= start for m in marks)
+        if windows and end - windows[-1][0] <= limit and not crosses:
+            windows[-1] = (windows[-1][0], end)
+        else:
+            windows.append((start, end))
+    return windows
+
+
+class WhisperBatchTranscriber:
+    """Plain (Ray-free) batched transcriber around one loaded WhisperModel."""
+
+    def __init__(
+        self,
+        model_path: str,
+        device: str = "auto",
+        cpu_threads: int = 0,
+        batch_size: int = 8,
+        download_root: str | None = None,
+        local_files_only: bool = True,
+    ) -> None:
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+        self.device, self.compute_type = pick_device(device)
+        self.model = WhisperModel(
+            model_path,
+            device=self.device,
+            compute_type=self.compute_type,
+            cpu_threads=cpu_threads,
+            download_root=download_root,
+            local_files_only=local_files_only,
+        )
+        self.model.model = _DetectionLog(self.model.model)
+        self.pipeline = BatchedInferencePipeline(self.model)
+        self.batch_size = batch_size
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.model.model.is_multilingual)
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.model.supported_languages)
+
+    def check_language(self, language: str | None, task: str = "transcribe") -> None:
+        """An unknown code is the caller's error, caught before it can join a batch."""
+        if language is not None and language not in self.languages:
+            allowed = ", ".join(self.languages)
+            raise InputRejected(f"language {language!r} is not one of this model's: {allowed}")
+        if task == "translate" and not self.multilingual:
+            raise InputRejected("this model is English-only and cannot translate")
+
+    def transcribe_many(
+        self, audios: Sequence[np.ndarray], options: Sequence[TranscribeOptions]
+    ) -> list[Transcription | Exception]:
+        """Transcribe several requests; those with equal options share decoder batches.
+
+        One request's failure is its own: a failed shared batch is redone one request at a
+        time, and each gets its own result or exception.
+        """
+        results: list[Transcription | Exception | None] = [None] * len(audios)
+        groups: dict[TranscribeOptions, list[int]] = {}
+        for i, opt in enumerate(options):
+            try:
+                self.check_language(opt.language, opt.task)
+            except Exception as exc:
+                results[i] = exc
+                continue
+            # Cuts, hints and candidate languages are per request: requests that differ only
+            # in them share batches.
+            per_request = {"cuts": (), "hints": (), "languages": ()}
+            groups.setdefault(opt.model_copy(update=per_request), []).append(i)
+        for opt, members in groups.items():
+            own = [options[i] for i in members]
+            try:
+                decoded = self._decode_group([audios[i] for i in members], opt, own)
+            except Exception as exc:
+                log.warning("a batch of %d failed; redoing it one by one", len(members))
+                for i in members:
+                    one = [options[i]]
+                    results[i] = exc if len(members) == 1 else self._decode_one(audios[i], opt, one)
+                continue
+            for i, result in zip(members, decoded, strict=True):
+                results[i] = result
+        return [r if r is not None else RuntimeError("no result") for r in results]
+
+    def _decode_one(self, audio, opt, own) -> Transcription | Exception:
+        try:
+            return self._decode_group([audio], opt, own)[0]
+        except Exception as exc:
+            log.exception("transcription failed")
+            return exc
+
+    def _decode_group(
+        self,
+        audios: list[np.ndarray],
+        opt: TranscribeOptions,
+        own: Sequence[TranscribeOptions] | None = None,
+    ) -> list[Transcription]:
+        """Decode requests with equal options together, in their language(s)."""
+        clips: list[dict[str, float]] = []
+        owners: list[tuple[int, float, float]] = []  # per clip: request, start, end (s, local)
+        starts: list[int] = []
+        offset = 0
+        for i, audio in enumerate(audios):
+            starts.append(offset)
+            for start, end in speech_windows(audio, opt.vad_filter, own[i].cuts if own else ()):
+                clips.append(
+                    {"start": (offset + start) / SAMPLE_RATE, "end": (offset + end) / SAMPLE_RATE}
+                )
+                owners.append((i, start / SAMPLE_RATE, end / SAMPLE_RATE))
+            offset += len(audio)
+        fixed = opt.language or (None if self.multilingual else "en")
+        per_window: list[list] = [[] for _ in clips]
+        languages: list[str | None] = [fixed] * len(clips)
+        probabilities: list[float] = [1.0] * len(clips)
+        overall = {i: RequestLanguage(fixed, 1.0) for i in range(len(audios))} if fixed else {}
+        if clips:
+            buffer = np.concatenate(audios).astype(np.float32, copy=False)
+            detected = self._run(buffer, clips, list(range(len(clips))), opt, fixed, per_window)
+            if fixed is None:
+                guesses = [
+                    WindowGuess(r, s, e, parse_detection(d))
+                    for (r, s, e), d in zip(owners, detected, strict=True)
+                ]
+                chosen, overall = choose(guesses)
+                if own:  # the caller's hints win over the windows' own guesses
+                    chosen = [
+                        hinted(own[r].hints, s, e) or among(own[r].languages, g) or lang
+                        for (r, s, e), g, lang in zip(owners, guesses, chosen, strict=True)
+                    ]
+                languages = list(chosen)
+                probabilities = [
+                    round(g.probabilities.get(lang, 0.0), 4)
+                    for g, lang in zip(guesses, chosen, strict=True)
+                ]
+                redo: dict[str, list[int]] = {}
+                for k, (g, lang) in enumerate(zip(guesses, chosen, strict=True)):
+                    if lang != g.top[0]:  # decoded in its own unsure guess: again, in this one
+                        redo.setdefault(lang, []).append(k)
+                for lang, windows in redo.items():
+                    self._run(buffer, clips, windows, opt, lang, per_window)
+        out: list[Transcription] = []
+        for i, audio in enumerate(audios):
+            segs: list[TranscriptSegment] = []
+            for k, (owner, _, _) in enumerate(owners):
+                if owner == i:
+                    base, duration = starts[i] / SAMPLE_RATE, len(audio) / SAMPLE_RATE
+                    segs += [
+                        _to_segment(seg, base, duration, languages[k], probabilities[k])
+                        for seg in per_window[k]
+                    ]
+            lang = overall.get(i)
+            out.append(
+                Transcription(
+                    language=lang.language if lang else None,
+                    language_probability=lang.probability if lang else 0.0,
+                    duration=len(audio) / SAMPLE_RATE,
+                    segments=segs,
+                )
+            )
+        return out
+
+    def _run(
+        self,
+        buffer: np.ndarray,
+        clips: list[dict[str, float]],
+        windows: list[int],
+        opt: TranscribeOptions,
+        language: str | None,
+        per_window: list[list],
+    ) -> list[list[tuple[str, float]]]:
+        """Decode `windows` (indices into clips) into per_window; with language None, each
+        in its own detected language. Returns the detections made (window order)."""
+        detector = self.model.model
+        detector.results.clear()
+        segments, _ = self.pipeline.transcribe(
+            buffer,
+            # Auto: any code for the prompt; the pipeline sets each window's own from
+            # the encoder output it computes anyway (no extra pass over the audio).
+            language=language or "en",
+            multilingual=language is None,
+            task=opt.task,
+            clip_timestamps=[clips[k] for k in windows],
+            batch_size=self.batch_size,
+            beam_size=opt.beam_size,
+            word_timestamps=opt.word_timestamps,
+            initial_prompt=opt.initial_prompt,
+            temperature=opt.temperature,
+            without_timestamps=True,
+            vad_filter=False,
+        )
+        seeks = [round(clips[k]["start"] * 100) for k in windows]
+        for k in windows:
+            per_window[k] = []
+        for seg in segments:
+            # Each decoded segment carries its window's start (in 10 ms frames) as `seek`.
+            j = min(range(len(seeks)), key=lambda n: abs(seeks[n] - seg.seek))
+            per_window[windows[j]].append(seg)
+        found = list(detector.results)
+        if language is None and len(found) != len(windows):
+            raise RuntimeError(f"{len(found)} language detections for {len(windows)} windows")
+        return found
+
+
+class _DetectionLog:
+    """The CTranslate2 model, with the language detections the pipeline asks it for kept."""
+
+    def __init__(self, model) -> None:
+        self._model = model
+        self.results: list[list[tuple[str, float]]] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+    def detect_language(self, *args, **kwargs):
+        found = self._model.detect_language(*args, **kwargs)
+        self.results.extend(found)
+        return found
+
+
+def _clamp(t: float, duration: float) -> float:
+    return round(min(max(t, 0.0), duration), 3)
+
+
+def _to_segment(
+    seg, base: float, duration: float, language: str | None, probability: float
+) -> TranscriptSegment:
+    words = [
+        Word(
+            start=_clamp(w.start - base, duration),
+            end=_clamp(w.end - base, duration),
+            text=w.word,
+            probability=min(max(float(w.probability), 0.0), 1.0),
+        )
+        for w in (seg.words or [])
+    ]
+    start, end = _clamp(seg.start - base, duration), _clamp(seg.end - base, duration)
+    if words:  # keep segment bounds consistent with the words they hold
+        start, end = min(start, words[0].start), max(end, words[-1].end)
+    return TranscriptSegment(
+        start=start,
+        end=end,
+        text=seg.text.strip(),
+        words=words,
+        avg_logprob=float(seg.avg_logprob),
+        no_speech_prob=float(seg.no_speech_prob),
+        language=language,
+        language_probability=probability,
+    )

@@ -1,0 +1,237 @@
+"""After a job's segments are transcribed: make each part's language right.
+
+Each 30 s window of speech was decoded in the language detected on it. Two things go wrong
+on real recordings, and both are mended here before stitching:
+
+- A window holding two speakers who speak different languages is decoded in one of them
+  (Whisper's detection picks one: 20 s of French then 8 s of Italian came out "it", 0.94).
+  When a job finds two or more languages spoken with confidence, each segment with more
+  than one speaker is transcribed again with its windows cut where speakers hand over, so
+  every window holds one voice. A diarized job knows where from its diarization; a
+  transcription-only job asks the diarizer for voice changes alone (its segmentation model,
+  no embeddings or clustering). A job in one language pays nothing for this.
+- A window unsure of its language (a short turn, a poor telephone line) is decoded again in
+  the language its speaker speaks with confidence elsewhere in the recording (speakers
+  linked across segments as stitching links them).
+- A short segment unsure of its language (under 1.5 s of speech, e.g. one word between
+  silences) takes the language of its nearest sure neighbour
+  (deployments.core.window_language.settle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import ray
+from pydantic import BaseModel
+
+from deployments.core.audio import read_spans
+from deployments.core.schemas import Diarization, SpeakerChanges, TranscribeOptions, Transcription
+from deployments.core.splitter import SegmentPlan
+from deployments.core.window_language import SURE_PROBABILITY, settle, speaker_cuts
+from jobs.state.job_store import JobStore
+from jobs.state.records import JobRecord
+from jobs.stitching.speaker_linking import TrackSet
+from jobs.stitching.stitch import Speakers, link_speakers, segment_words
+
+log = logging.getLogger(__name__)
+
+SPEAKER_LANGUAGE_SHARE = 0.75  # of a speaker's sure speech, for their language to be a hint
+
+
+class _Span(BaseModel):
+    start: float
+    end: float
+
+
+class _LanguageOnly(BaseModel):
+    """The part of a transcription checkpoint that says its language, and how much speech."""
+
+    language: str | None = None
+    language_probability: float = 0.0
+    segments: list[_Span] = []
+
+
+async def _languages(store: JobStore, job_id: str, plans: list[SegmentPlan]) -> list:
+    found = []
+    for plan in plans:
+        raw = await store.checkpoint(job_id, f"{plan.key}:t")
+        head = _LanguageOnly.model_validate_json(raw) if raw else None
+        if head is None:
+            found.append((None, 0.0, 0.0))
+            continue
+        speech_s = sum(s.end - s.start for s in head.segments)
+        found.append((head.language, head.language_probability, speech_s))
+    return found
+
+
+async def _speakers(
+    store: JobStore, record: JobRecord, plans: list[SegmentPlan], base: TranscribeOptions
+) -> tuple[dict[int, TranscribeOptions], Speakers]:
+    """One read of the diarizations: per segment with more than one speaker, options that cut
+    its windows at handovers; and the recording's speakers, linked as stitching links them
+    (transcribing again changes no diarization)."""
+    cut: dict[int, TranscribeOptions] = {}
+    tracks = TrackSet()
+    for i, plan in enumerate(plans):
+        raw = await store.checkpoint(record.id, f"{plan.key}:d")
+        d = Diarization.model_validate_json(raw) if raw else None
+        tracks.add(d)
+        cuts = speaker_cuts([(t.start, t.end, t.speaker) for t in d.exclusive_turns]) if d else ()
+        if cuts:
+            cut[i] = base.model_copy(update={"cuts": cuts})
+    diarize = record.options.diarize_options()
+    speakers = await asyncio.to_thread(link_speakers, plans, tracks, diarize)
+    return cut, speakers
+
+
+async def settle_languages(
+    store: JobStore,
+    record: JobRecord,
+    plans: list[SegmentPlan],
+    audio_path: Path,
+    diarized: bool,
+    transcribe: Callable,
+    report: Callable,
+    changes: Callable | None = None,
+) -> None:
+    """Redo the segments whose language is in doubt (see the module's doc).
+
+    Args:
+        transcribe: `await transcribe(plan, ref, options)` transcribes one segment again and
+            saves its checkpoint (the runner's retried, validated call).
+        report: `await report(stage)` says what is happening.
+        changes: `await changes(plan, ref)` finds where the voice changes in one segment and
+            saves it as the segment's "c" checkpoint (transcription-only jobs).
+    """
+    plans = sorted(plans, key=lambda p: (p.start, p.index))
+    found = await _languages(store, record.id, plans)
+    sure = {lang for lang, p, _ in found if lang and p >= SURE_PROBABILITY}
+    redo: dict[int, TranscribeOptions] = {}
+    hints: dict[int, tuple] = {}
+    # Windows decoded again choose among the languages the recording is sure of.
+    base = record.options.transcribe_options()
+    if len(sure) > 1:
+        base = base.model_copy(update={"languages": tuple(sorted(sure))})
+    if len(sure) > 1 and (diarized or changes is not None):
+        if diarized:
+            redo, speakers = await _speakers(store, record, plans, base)
+        else:
+            await report(f"{len(sure)} languages found: finding where the voice changes")
+            redo = await _voice_cuts(store, record, plans, audio_path, changes, base)
+        if redo:
+            await report(f"{len(sure)} languages found: transcribing {len(redo)} segments by turn")
+            await _run(plans, audio_path, redo, transcribe)
+        if diarized:
+            hints = await _speaker_hints(store, record.id, plans, speakers)
+        if hints:
+            await report(f"giving {len(hints)} segments their speakers' languages")
+            options = {
+                i: (redo.get(i) or base).model_copy(update={"hints": h}) for i, h in hints.items()
+            }
+            await _run(plans, audio_path, options, transcribe)
+        found = await _languages(store, record.id, plans)
+    settled = settle(found)
+    if settled:
+        await report(f"settling the language of {len(settled)} segments")
+        options = {
+            i: (redo.get(i) or base).model_copy(update={"language": lang})
+            for i, lang in settled.items()
+        }
+        await _run(plans, audio_path, options, transcribe)
+    log.info(
+        "job %s: languages %s; %d segment(s) cut by turn, %d given speakers' languages, %d settled",
+        record.id,
+        sorted(sure),
+        len(redo),
+        len(hints),
+        len(settled),
+    )
+
+
+async def _speaker_hints(
+    store: JobStore, job_id: str, plans: list[SegmentPlan], speakers: Speakers
+) -> dict[int, tuple[tuple[float, float, str], ...]]:
+    """Per segment, its unsure windows whose speaker speaks another language with confidence
+    elsewhere: (start, end, that language), segment-relative."""
+    windows = []  # (segment, start, end, language, probability, speaker)
+    votes: dict[str, Counter[str]] = defaultdict(Counter)
+    for i, plan in enumerate(plans):
+        raw = await store.checkpoint(job_id, f"{plan.key}:t")
+        if raw is None:
+            continue
+        transcription = Transcription.model_validate_json(raw)
+        for seg in transcription.segments:
+            words = segment_words(plan, transcription.model_copy(update={"segments": [seg]}), 16000)
+            speakers.attribute(words)
+            heard: Counter[str] = Counter()
+            for w in words:
+                if w.speaker:
+                    heard[w.speaker] += w.end - w.start
+            who = heard.most_common(1)[0][0] if heard else None
+            sure = (seg.language_probability or 0.0) >= SURE_PROBABILITY
+            windows.append((i, seg.start, seg.end, seg.language, sure, who))
+            if who and seg.language and sure:
+                votes[who][seg.language] += seg.end - seg.start
+    # Only a speaker who keeps to one language (a bilingual one, or two voices the
+    # diarizer merged, gives no hint).
+    spoken = {
+        who: top
+        for who, counts in votes.items()
+        for top, seconds in counts.most_common(1)
+        if seconds >= SPEAKER_LANGUAGE_SHARE * counts.total()
+    }
+    hints: dict[int, list] = defaultdict(list)
+    for i, start, end, language, sure, who in windows:
+        wanted = spoken.get(who)
+        if wanted and not sure and language != wanted:
+            hints[i].append((start, end, wanted))
+    return {i: tuple(h) for i, h in hints.items()}
+
+
+async def _voice_cuts(
+    store: JobStore,
+    record: JobRecord,
+    plans: list[SegmentPlan],
+    audio_path: Path,
+    changes: Callable,
+    base: TranscribeOptions,
+) -> dict[int, TranscribeOptions]:
+    """Per segment where the voice changes, options that cut its windows there; each
+    segment's changes are asked for once (a resumed job reuses the checkpoints)."""
+    keys = set(await store.checkpoint_keys(record.id))
+    missing = {i: None for i, plan in enumerate(plans) if f"{plan.key}:c" not in keys}
+    if missing:
+        await _run(plans, audio_path, missing, lambda plan, ref, _: changes(plan, ref))
+    out: dict[int, TranscribeOptions] = {}
+    for i, plan in enumerate(plans):
+        raw = await store.checkpoint(record.id, f"{plan.key}:c")
+        found = SpeakerChanges.model_validate_json(raw) if raw else None
+        cuts = speaker_cuts([(t.start, t.end, t.speaker) for t in found.turns]) if found else ()
+        if cuts:
+            out[i] = base.model_copy(update={"cuts": cuts})
+    return out
+
+
+async def _run(plans, audio_path, options: dict, call: Callable) -> None:
+    """`await call(plan, ref, options[i])` for each segment i in `options`, reading the audio
+    once, a few at a time."""
+    spans = read_spans(audio_path, {i: (plans[i].start, plans[i].end) for i in options})
+    pending: set[asyncio.Task] = set()
+    try:
+        while (item := await asyncio.to_thread(next, spans, None)) is not None:
+            i, audio = item
+            pending.add(asyncio.create_task(call(plans[i], ray.put(audio), options[i])))
+            if len(pending) >= 4:  # a few in flight: replicas stay busy, memory bounded
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
+        for task in asyncio.as_completed(pending):
+            await task
+    finally:
+        for task in pending:
+            task.cancel()

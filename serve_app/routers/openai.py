@@ -1,0 +1,226 @@
+"""OpenAI-compatible audio endpoints: /v1/audio/transcriptions, /v1/audio/translations and
+/v1/models."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi.responses import Response
+
+from deployments.core.audio import AudioDecodeError, Source, decode_audio
+from deployments.core.schemas import SAMPLE_RATE, TranscribeOptions, Transcription
+from jobs.state.records import JobRecord, JobStatus
+from jobs.stitching.stitch import JobResult
+from serve_app.auth import Caller
+from serve_app.errors import ApiError
+from serve_app.services.context import Services, get_services
+from serve_app.services.jobs import check_language, create_job, job_options
+from serve_app.services.speakers import reference_speakers
+
+router = APIRouter(tags=["openai"])
+
+
+def decode_short(source: Source, max_s: float) -> np.ndarray | None:
+    """The audio if it lasts at most `max_s`; None, having decoded no further, if longer."""
+    try:
+        return decode_audio(source, max_s=max_s, limit_name="sync_direct_max_s")
+    except AudioDecodeError as exc:
+        if exc.code == "audio_too_long":
+            return None
+        raise
+
+
+async def read_audio(upload: UploadFile, max_s: float) -> np.ndarray | None:
+    """Decode a direct-path upload; None when it is longer than `max_s` (job path)."""
+    data = await upload.read()
+    try:
+        # Decoding is CPU work; keep the ingress event loop free for other requests.
+        return await asyncio.to_thread(decode_short, data, max_s)
+    except AudioDecodeError as exc:
+        raise ApiError(400, exc.code, f"file: {exc.message}") from exc
+
+
+# Job failures the input caused, answered as the caller's error.
+INPUT_FAILURES = {"input_rejected": 422, "audio_too_long": 413, "corrupt_audio": 422}
+DIRECT_DECODE_MAX_BYTES = 5_000_000
+ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
+TranslationFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+
+
+def _single_result(result: Transcription, task: str = "transcribe"):
+    """A direct transcription in the job result shape, so one renderer serves both paths."""
+    from deployments.core.splitter import SegmentPlan
+    from jobs.stitching.stitch import SegmentOutcome, stitch
+
+    samples = round(result.duration * SAMPLE_RATE)
+    plan = SegmentPlan(index=0, start=0, end=samples, forced=False)
+    return stitch(
+        [SegmentOutcome(plan=plan, transcription=result, diarization=None)],
+        result.duration,
+        task=task,
+    )
+
+
+async def _wait_for_job(services: Services, job_id: str, timeout_s: float) -> JobRecord:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    last_id = "0-0"
+    while asyncio.get_running_loop().time() < deadline:
+        async for event_id, data in services.store.events(job_id, last_id, block_ms=5000):
+            last_id = event_id
+            if data["status"] in ("completed", "failed", "cancelled"):
+                break
+        record = await services.store.get(job_id)
+        if record is None or record.status.terminal:
+            return record
+    raise ApiError(504, "timeout", f"job {job_id} is still running; follow it at /v1/jobs/{job_id}")
+
+
+@router.get("/v1/models", summary="Models served (OpenAI-compatible list)")
+async def list_models(services: Annotated[Services, Depends(get_services)], _: Caller) -> dict:
+    return {
+        "object": "list",
+        "data": [
+            {"id": m, "object": "model", "owned_by": "speech-cluster"}
+            for m in services.served_models
+        ],
+    }
+
+
+@router.post(
+    "/v1/audio/transcriptions",
+    summary="OpenAI-compatible transcription",
+    responses={200: {"content": {"application/json": {}, "text/plain": {}}}},
+)
+async def create_transcription(
+    services: Annotated[Services, Depends(get_services)],
+    owner: Caller,
+    file: Annotated[UploadFile, File(description="Audio in any format FFmpeg decodes")],
+    model: Annotated[str, Form()] = "whisper-1",
+    language: Annotated[str | None, Form(min_length=2, max_length=8)] = None,
+    prompt: Annotated[str | None, Form(max_length=2000)] = None,
+    temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
+    response_format: Annotated[ResponseFormat, Form()] = "json",
+    timestamp_granularities: Annotated[
+        list[Literal["word", "segment"]] | None, Form(alias="timestamp_granularities[]")
+    ] = None,
+    known_speaker_names: Annotated[
+        list[str] | None, Form(alias="known_speaker_names[]", description="Names, one per...")
+    ] = None,
+    known_speaker_references: Annotated[
+        list[str] | None,
+        Form(alias="known_speaker_references[]", description="...2-10 s sample (data URL)"),
+    ] = None,
+) -> Response:
+    request = _Request(model, language, prompt, temperature, response_format, "transcribe")
+    wants_names = bool(known_speaker_names or known_speaker_references)
+    if wants_names and response_format not in ("json", "verbose_json", "diarized_json"):
+        raise ApiError(
+            422,
+            "invalid_parameter",
+            "known_speaker_names[]: speakers are named in diarized_json, json and verbose_json",
+        )
+    await _check(services, request)
+    known = await reference_speakers(services, known_speaker_names, known_speaker_references)
+    granularities = tuple(timestamp_granularities or ("segment",))
+    return await _respond(services, owner, file, request, granularities, known)
+
+
+@router.post(
+    "/v1/audio/translations",
+    summary="OpenAI-compatible translation: speech in any language to English text",
+    responses={200: {"content": {"application/json": {}, "text/plain": {}}}},
+)
+async def create_translation(
+    services: Annotated[Services, Depends(get_services)],
+    owner: Caller,
+    file: Annotated[UploadFile, File(description="Audio in any format FFmpeg decodes")],
+    model: Annotated[str, Form()] = "whisper-1",
+    prompt: Annotated[str | None, Form(max_length=2000, description="In English")] = None,
+    temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
+    response_format: Annotated[TranslationFormat, Form()] = "json",
+) -> Response:
+    request = _Request(model, None, prompt, temperature, response_format, "translate")
+    await _check(services, request)
+    return await _respond(services, owner, file, request, ("segment",), None)
+
+
+@dataclass
+class _Request:
+    model: str
+    language: str | None
+    prompt: str | None
+    temperature: float
+    response_format: str
+    task: str
+
+
+async def _check(services: Services, request: _Request) -> None:
+    request.model = services.model_name(request.model)
+    await check_language(services, request.language, request.model, request.task)
+
+
+async def _respond(
+    services: Services,
+    owner: str | None,
+    file: UploadFile,
+    request: _Request,
+    granularities: tuple[str, ...],
+    known: list | None,
+) -> Response:
+    """Transcribe (or translate) `file`: short audio directly, the rest as a job."""
+    from serve_app.rendering import render_openai
+
+    diarize = request.response_format == "diarized_json" or bool(known)
+    words = request.response_format not in ("json", "text")
+    audio = None
+    if not diarize and (file.size or 0) <= DIRECT_DECODE_MAX_BYTES:
+        # Stops decoding past the direct-path limit: memory is bounded by it, not the file.
+        audio = await read_audio(file, services.settings.sync_direct_max_s)
+    if audio is not None:
+        options = TranscribeOptions(
+            language=request.language,
+            task=request.task,
+            initial_prompt=request.prompt,
+            temperature=request.temperature,
+            word_timestamps=words,
+        )
+        transcriber = services.transcriber_for(request.model)
+        transcription = await transcriber.transcribe.remote(audio, options)
+        result = _single_result(transcription, request.task)
+    else:
+        # Long or diarized audio takes the job path: split, fanned out, stitched.
+        await file.seek(0)
+        options = job_options(
+            model=request.model,
+            task=request.task,
+            language=request.language,
+            initial_prompt=request.prompt,
+            diarize=diarize,
+            word_timestamps=True,
+            known_speakers=known,
+        )
+        submitted = await create_job(services, file, options, owner)
+        timeout = max(600.0, 2 * (submitted.duration or 0))
+        record = await _wait_for_job(services, submitted.id, timeout)
+        if record is None or record.status is not JobStatus.COMPLETED:
+            error = f"{record.error_code}: {record.error_message}" if record else "expired"
+            # Input the models reject is the caller's to fix: a 4xx, not a server error.
+            status = INPUT_FAILURES.get(record.error_code, 500) if record else 500
+            raise ApiError(
+                status, "job_failed", f"transcription job {submitted.id} failed: {error}"
+            )
+        raw = await services.store.result(record.id)
+        result = await asyncio.to_thread(JobResult.model_validate_json, raw)
+    # Rendering a long transcript is CPU work: off the event loop.
+    body, media_type = await asyncio.to_thread(
+        render_openai,
+        result,
+        request.response_format,
+        granularities,
+        uri=file.filename or "audio",
+    )
+    return Response(body, media_type=media_type)
