@@ -48,7 +48,7 @@ async def healthz(services: Annotated[Services, Depends(get_services)]) -> dict:
     try:
         t_info, d_info, _, _, *_ = await asyncio.wait_for(
             asyncio.gather(
-                services.transcriber.info.remote(),
+                services.transcriber_for(services.settings.whisper_model).info.remote(),
                 services.diarizer.info.remote(),
                 services.store.ping(),
                 services.manager.ping.remote(),
@@ -67,35 +67,6 @@ async def healthz(services: Annotated[Services, Depends(get_services)]) -> dict:
         "device": t_info["device"],
         "diarizer": d_info["model"],
     }
-
-
-def manager_config(settings: Settings):
-    from jobs.pipeline.manager import ManagerConfig
-
-    return ManagerConfig(
-        redis_url=settings.redis_url,
-        storage_dir=str(settings.resolved_storage_dir),
-        data_dir=str(settings.resolved_data_dir),
-        key_prefix=settings.redis_key_prefix,
-        app_name=settings.app_name,
-        max_concurrent_jobs=settings.max_concurrent_jobs,
-        max_inflight_segments=settings.max_inflight_segments,
-        segment_timeout_s=settings.segment_timeout_s,
-        segment_max_attempts=settings.segment_max_attempts,
-        retry_base_s=settings.retry_base_s,
-        job_timeout_s=settings.job_timeout_s,
-        max_duration_s=settings.max_job_duration_s,
-        max_interruptions=settings.max_job_interruptions,
-        result_ttl_s=settings.result_ttl_s,
-        audio_ttl_s=settings.audio_ttl_s,
-        webhook_secret=(
-            settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
-        ),
-        webhook_max_attempts=settings.webhook_max_attempts,
-        webhook_base_delay_s=settings.retry_base_s,
-        webhook_allow=tuple(settings.webhook_allow),
-        whisper_model=settings.whisper_model,
-    )
 
 
 @serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0})
@@ -120,7 +91,6 @@ class Ingress:
         install(
             Services(
                 settings=settings,
-                transcriber=transcribers[settings.whisper_model],
                 transcribers=transcribers,
                 diarizer=diarizer,
                 store=store,
@@ -172,7 +142,7 @@ def build_app(
         cpu_threads=settings.cpu_threads,
         segmentation_step=settings.diarization_step,
     )
-    manager_app = JobManager.bind(manager_config(settings), transcriber_apps, diarizer_app)
+    manager_app = JobManager.bind(settings.jobs_config(), transcriber_apps, diarizer_app)
     return Ingress.bind(transcriber_apps, diarizer_app, manager_app, settings)
 
 

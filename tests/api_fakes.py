@@ -116,7 +116,7 @@ def fake_services(redis_server, tmp_path, **overrides):
     store = JobStore(redis_server.url, prefix=prefix())
     return Services(
         settings=settings,
-        transcriber=FakeTranscriber(),
+        transcribers=dict.fromkeys(settings.whisper_models, FakeTranscriber()),
         diarizer=FakeDiarizer(),
         store=store,
         storage=AudioStorage(tmp_path / "uploads"),

@@ -110,6 +110,7 @@ def app_settings(tmp_path_factory, redis_server):
         max_upload_mb=TEST_MAX_UPLOAD_MB,
         segment_timeout_s=120,
         retry_base_s=0.2,
+        webhook_base_delay_s=0.2,
         max_inflight_segments=6,
         webhook_secret="test-webhook-secret",
         webhook_max_attempts=8,

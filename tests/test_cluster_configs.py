@@ -218,14 +218,14 @@ def test_serve_config_validates_against_serve_schema(path: Path) -> None:
 
 @pytest.mark.parametrize("path", SERVE_CONFIGS, ids=lambda p: p.name)
 def test_serve_config_args_are_settings(path: Path) -> None:
-    from deployments.models.model_store import BUNDLED, BUNDLED_WHISPER_DIRS
+    from deployments.models.model_store import BUNDLED_WHISPER_DIRS
     from serve_app.settings import Settings
 
     (app,) = load_yaml(path)["applications"]
     assert app["import_path"] == "serve_app.app:app_builder"
     settings = Settings.model_validate(app["args"])  # extra="forbid": unknown args fail
     for model in settings.whisper_models:
-        if model not in (BUNDLED, *BUNDLED_WHISPER_DIRS):
+        if model not in BUNDLED_WHISPER_DIRS:
             # A hub model only loads with downloads allowed (or from a local directory).
             assert settings.allow_downloads or Path(model).is_absolute()
 

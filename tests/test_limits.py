@@ -191,6 +191,31 @@ async def test_storage_calls_run_off_the_event_loop(client):
 
 
 # -- settings and module boundaries ---------------------------------------------------------
+def test_every_setting_is_declared_once_and_reaches_the_manager(monkeypatch):
+    """One settings object: a field declared by two classes of Settings' bases (say, a
+    manager config re-declaring a setting with its own default) fails here."""
+    import inspect
+
+    from pydantic import BaseModel
+
+    from jobs.config import JobsConfig
+
+    owners: dict[str, list[str]] = {}
+    for cls in Settings.__mro__:
+        if isinstance(cls, type) and issubclass(cls, BaseModel) and cls is not BaseModel:
+            for name in inspect.get_annotations(cls):
+                if name in Settings.model_fields:
+                    owners.setdefault(name, []).append(cls.__qualname__)
+    assert {n: c for n, c in owners.items() if len(c) > 1} == {}
+    assert set(owners) == set(Settings.model_fields)
+    monkeypatch.setenv("SPEECH_LEASE_S", "7")  # once settable only in code
+    settings = Settings(split_max_s=90, webhook_secret="s")
+    config = settings.jobs_config()
+    assert type(config) is JobsConfig and config.lease_s == 7 and config.split_max_s == 90
+    assert config.webhook_secret_value == "s"
+    assert config.fingerprint() != Settings(webhook_secret="t").jobs_config().fingerprint()
+
+
 @pytest.mark.parametrize("name", ["transcriber_batch_wait_s", "max_sync_duration_s"])
 def test_removed_settings_are_rejected(name):
     with pytest.raises(ValueError, match=name):

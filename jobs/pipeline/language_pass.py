@@ -85,7 +85,9 @@ async def _speakers(
         if cuts:
             cut[i] = base.model_copy(update={"cuts": cuts})
     diarize = record.options.diarize_options()
-    speakers = await asyncio.to_thread(link_speakers, plans, tracks, diarize)
+    known = list(record.options.known_speakers) or None
+    # Linked with the job's known voices, as stitching would: stitching reuses it.
+    speakers = await asyncio.to_thread(link_speakers, plans, tracks, diarize, known=known)
     return cut, speakers
 
 
@@ -98,8 +100,10 @@ async def settle_languages(
     transcribe: Callable,
     report: Callable,
     changes: Callable | None = None,
-) -> None:
-    """Redo the segments whose language is in doubt (see the module's doc).
+) -> Speakers | None:
+    """Redo the segments whose language is in doubt (see the module's doc). Returns the
+    recording's linked speakers when it linked them (diarized, several languages), so
+    stitching does not link them again.
 
     Args:
         transcribe: `await transcribe(plan, ref, options)` transcribes one segment again and
@@ -113,6 +117,7 @@ async def settle_languages(
     sure = {lang for lang, p, _ in found if lang and p >= SURE_PROBABILITY}
     redo: dict[int, TranscribeOptions] = {}
     hints: dict[int, tuple] = {}
+    speakers: Speakers | None = None
     # Windows decoded again choose among the languages the recording is sure of.
     base = record.options.transcribe_options()
     if len(sure) > 1:
@@ -151,6 +156,7 @@ async def settle_languages(
         len(hints),
         len(settled),
     )
+    return speakers
 
 
 async def _speaker_hints(

@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import hashlib
 import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 
 from ray import serve
 
 from deployments.core.audio import AudioDecodeError
 from deployments.replicas.transcriber import deployment_name
+from jobs.config import JobsConfig
 from jobs.integrations import metrics
 from jobs.pipeline.job_pipeline import JobCancelled, JobPipeline, LeaseLost, SegmentFailed
 from jobs.state.audio_files import AudioStorage
@@ -38,38 +35,6 @@ from jobs.state.records import JobRecord, JobStatus
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ManagerConfig:
-    redis_url: str | None  # None: the embedded Redis under data_dir, supervised here
-    storage_dir: str
-    data_dir: str = "~/.cache/speech-cluster"
-    key_prefix: str = "sc:"
-    app_name: str = "speech"
-    max_concurrent_jobs: int = 4
-    max_inflight_segments: int = 8
-    segment_timeout_s: float = 300.0
-    segment_max_attempts: int = 4
-    retry_base_s: float = 1.0
-    job_timeout_s: float = 6 * 3600.0
-    max_duration_s: float = 4 * 3600.0
-    max_interruptions: int = 3
-    split_min_s: float = 10.0
-    split_max_s: float = 60.0
-    result_ttl_s: float = 7 * 86400.0
-    audio_ttl_s: float = 86400.0
-    watchdog_s: float = 5.0
-    lease_s: float = 15.0
-    webhook_secret: str | None = None
-    webhook_max_attempts: int = 6
-    webhook_base_delay_s: float = 1.0
-    webhook_allow: tuple[str, ...] = ()
-    whisper_model: str = "base"  # the default model: its deployment is `Transcriber`
-
-    def fingerprint(self) -> str:
-        """Identifies the settings a replica runs with (tests check a redeploy applies)."""
-        return hashlib.sha256(repr(dataclasses.astuple(self)).encode()).hexdigest()[:16]
-
-
 @serve.deployment(
     num_replicas=1,
     max_ongoing_requests=1000,
@@ -77,19 +42,20 @@ class ManagerConfig:
     health_check_period_s=5,
 )
 class JobManager:
-    def __init__(self, config: ManagerConfig, transcriber=None, diarizer=None) -> None:
+    def __init__(self, config: JobsConfig, transcriber=None, diarizer=None) -> None:
         from jobs.state.redis_server import resolve_redis_url
 
         logging.basicConfig(level=logging.INFO)
         self.config = config
-        self.redis_url = resolve_redis_url(config.redis_url, Path(config.data_dir))
-        self.store = JobStore(self.redis_url, config.key_prefix, config.result_ttl_s)
-        self.storage = AudioStorage(Path(config.storage_dir))
+        self.redis_url = resolve_redis_url(config.redis_url, config.resolved_data_dir)
+        self.store = JobStore(self.redis_url, config.redis_key_prefix, config.result_ttl_s)
+        self.storage = AudioStorage(config.resolved_storage_dir)
         self.outbox = WebhookOutbox(
             self.store,
             config.webhook_max_attempts,
             config.webhook_base_delay_s,
             config.webhook_allow,
+            config.webhook_timeout_s,
         )
         self.token = uuid.uuid4().hex  # this replica's lease token
         self.runners: dict[str, asyncio.Task] = {}
@@ -218,7 +184,7 @@ class JobManager:
     async def _run_record(self, record: JobRecord) -> None:
         cfg = self.config
         record.attempts += 1
-        if record.attempts > cfg.max_interruptions + 1:
+        if record.attempts > cfg.max_job_interruptions + 1:
             await self._fail(
                 record,
                 "job_interrupted",
@@ -274,7 +240,7 @@ class JobManager:
     async def _finish(self, record: JobRecord, status: JobStatus, stage: str) -> bool:
         """The job's one terminal transition; False if another writer made it first."""
         record.status, record.stage, record.finished_at = status, stage, time.time()
-        won = await self.store.finish(record, event_for(record, self.config.webhook_secret))
+        won = await self.store.finish(record, event_for(record, self.config.webhook_secret_value))
         if won:
             metrics.job_finished(record)
             self.outbox_wake.set()
@@ -307,7 +273,7 @@ class JobManager:
             return
         from jobs.state.redis_server import ensure_embedded_redis
 
-        await asyncio.to_thread(ensure_embedded_redis, Path(self.config.data_dir))
+        await asyncio.to_thread(ensure_embedded_redis, self.config.resolved_data_dir)
 
     async def _deliver(self) -> None:
         while True:

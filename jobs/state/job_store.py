@@ -241,9 +241,6 @@ class JobStore:
         return dict(Counter(field.split("#", 1)[0] for field in fields))
 
     # -- results and events ----------------------------------------------------------------
-    async def save_result(self, job_id: str, result_json: str) -> None:
-        await self.redis.set(self._k("job", job_id, "result"), result_json)
-
     async def checkpoint(self, job_id: str, field: str) -> str | None:
         return await self.redis.hget(self._k("job", job_id, "ckpt"), field)
 

@@ -18,7 +18,7 @@ import numpy as np
 from deployments.core.schemas import Diarization, DiarizeOptions, Transcription
 from deployments.core.splitter import SegmentPlan
 from jobs.stitching.speaker_linking import TrackSet
-from jobs.stitching.stitch import StitchedSegment, Stitcher, link_speakers
+from jobs.stitching.stitch import Speakers, StitchedSegment, Stitcher, link_speakers
 from jobs.stitching.voiceprints import KnownSpeaker
 
 CHUNK_CHARS = 256 * 1024  # append to Redis in pieces about this size
@@ -57,6 +57,25 @@ async def _load(store: ResultSink, job_id: str, field: str) -> str:
     return raw
 
 
+async def _link(
+    store: ResultSink,
+    job_id: str,
+    plans: list[SegmentPlan],
+    diarize: DiarizeOptions | None,
+    sample_rate: int,
+    known: list[KnownSpeaker] | None,
+) -> Speakers:
+    """The recording's speakers from the segments' diarization checkpoints."""
+    tracks = TrackSet()
+    for plan in plans:
+        if diarize is None:
+            tracks.add(None)
+            continue
+        raw = await _load(store, job_id, f"{plan.key}:d")
+        tracks.add(Diarization.model_validate_json(raw))  # keeps only the tracks
+    return await asyncio.to_thread(link_speakers, plans, tracks, diarize, sample_rate, None, known)
+
+
 async def stitch_to_store(
     store: ResultSink,
     job_id: str,
@@ -66,6 +85,7 @@ async def stitch_to_store(
     sample_rate: int = 16000,
     known: list[KnownSpeaker] | None = None,
     task: str = "transcribe",
+    speakers: Speakers | None = None,
 ) -> None:
     """Write the stitched JobResult of `plans` (this run's, in time order) under the job.
 
@@ -78,18 +98,11 @@ async def stitch_to_store(
         sample_rate: the rate plan offsets are counted in.
         known: enrolled voices to name speakers after.
         task: "translate" when the transcriptions are English translations.
+        speakers: the speakers of `plans` already linked with `known` (the language pass
+            links them), or None to link them here.
     """
-    tracks = TrackSet()
-    for plan in plans:
-        if diarize is None:
-            tracks.add(None)
-            continue
-        raw = await _load(store, job_id, f"{plan.key}:d")
-        tracks.add(Diarization.model_validate_json(raw))  # keeps only the tracks
-    speakers = await asyncio.to_thread(
-        link_speakers, plans, tracks, diarize, sample_rate, None, known
-    )
-    del tracks
+    if speakers is None or diarize is None:
+        speakers = await _link(store, job_id, plans, diarize, sample_rate, known)
     # Each speaker's voice, so a caller can enroll a speaker of this job by its label.
     await store.save_voices(
         job_id,

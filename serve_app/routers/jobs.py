@@ -23,7 +23,6 @@ router = APIRouter(tags=["jobs"], responses=ERRORS)
 
 JobId = Annotated[str, Path(description="Job id (a UUID)", min_length=1, max_length=64)]
 ServicesDep = Annotated[Services, Depends(get_services)]
-KEEPALIVE_S = 15
 
 
 @router.post(
@@ -189,7 +188,7 @@ async def _event_stream(services: Services, job_id: str, last_id: str) -> AsyncI
     while True:
         got_any = False
         async for event_id, data in services.store.events(
-            job_id, last_id, block_ms=KEEPALIVE_S * 1000
+            job_id, last_id, block_ms=int(services.settings.sse_keepalive_s * 1000)
         ):
             got_any, last_id = True, event_id
             final = data["status"] in ("completed", "failed", "cancelled")

@@ -46,7 +46,6 @@ async def read_audio(upload: UploadFile, max_s: float) -> np.ndarray | None:
 
 # Job failures the input caused, answered as the caller's error.
 INPUT_FAILURES = {"input_rejected": 422, "audio_too_long": 413, "corrupt_audio": 422}
-DIRECT_DECODE_MAX_BYTES = 5_000_000
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
 TranslationFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 
@@ -177,7 +176,7 @@ async def _respond(
     diarize = request.response_format == "diarized_json" or bool(known)
     words = request.response_format not in ("json", "text")
     audio = None
-    if not diarize and (file.size or 0) <= DIRECT_DECODE_MAX_BYTES:
+    if not diarize and (file.size or 0) <= services.settings.direct_decode_max_mb * 1e6:
         # Stops decoding past the direct-path limit: memory is bounded by it, not the file.
         audio = await read_audio(file, services.settings.sync_direct_max_s)
     if audio is not None:
@@ -203,7 +202,7 @@ async def _respond(
             word_timestamps=True,
             known_speakers=known,
         )
-        submitted = await create_job(services, file, options, owner)
+        submitted = await create_job(services, file, options, owner, checked=True)
         timeout = max(600.0, 2 * (submitted.duration or 0))
         record = await _wait_for_job(services, submitted.id, timeout)
         if record is None or record.status is not JobStatus.COMPLETED:

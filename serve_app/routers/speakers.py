@@ -20,7 +20,7 @@ from serve_app.errors import ApiError
 from serve_app.http_models import ErrorBody
 from serve_app.services.context import Services, get_services
 from serve_app.services.jobs import load_job
-from serve_app.services.speakers import MAX_SAMPLES, rejected, sample_voices
+from serve_app.services.speakers import rejected, sample_voices
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 422)}
 router = APIRouter(tags=["speakers"], responses=ERRORS)
@@ -47,8 +47,9 @@ async def create_speaker(
     try:
         name = check_name(name)
         if file:
-            if len(file) > MAX_SAMPLES:
-                raise EnrollmentRejected("too_many_samples", f"at most {MAX_SAMPLES} samples")
+            most = services.settings.speaker_max_samples
+            if len(file) > most:
+                raise EnrollmentRejected("too_many_samples", f"at most {most} samples")
             samples = [(f"file {f.filename or i + 1}", await f.read()) for i, f in enumerate(file)]
             voices = await sample_voices(services, samples)
             embedding, speech_s = voiceprint(voices, [n for n, _ in samples])

@@ -18,13 +18,12 @@ from serve_app.settings import Settings
 @dataclass
 class Services:
     settings: Settings
-    transcriber: Any  # DeploymentHandle of the default model's Transcriber
+    transcribers: dict[str, Any]  # model -> its Transcriber handle, the default included
     diarizer: Any  # DeploymentHandle
     store: Any = None  # jobs.state.job_store.JobStore
     storage: Any = None  # jobs.state.audio_files.AudioStorage
     manager: Any = None  # DeploymentHandle of jobs.pipeline.manager.JobManager
-    speakers: Any = None  # jobs.stitching.voiceprints.SpeakerRegistry
-    transcribers: dict[str, Any] | None = None  # model -> its Transcriber (default included)
+    speakers: Any = None  # jobs.state.speakers.SpeakerRegistry
     infos: dict[str, dict] = field(default_factory=dict)  # model -> its replicas' info, asked once
 
     @property
@@ -44,7 +43,7 @@ class Services:
         return requested
 
     def transcriber_for(self, model: str):
-        return (self.transcribers or {}).get(model, self.transcriber)
+        return self.transcribers[model]
 
     async def model_info(self, model: str) -> dict:
         if model not in self.infos:

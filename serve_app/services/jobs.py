@@ -83,10 +83,13 @@ async def create_job(
     options: JobOptions,
     owner: str | None,
     idempotency_key: str | None = None,
+    checked: bool = False,
 ) -> JobRecord:
-    """Store the upload durably, vet it, record the job, wake the manager."""
+    """Store the upload durably, vet it, record the job, wake the manager. `checked`: the
+    caller already ran check_job_options (the OpenAI routes check before reading audio)."""
     settings = services.settings
-    await check_job_options(services, options)
+    if not checked:
+        await check_job_options(services, options)
     job_id = str(uuid.uuid4())
     storage = services.storage
     path = await asyncio.to_thread(storage.save, job_id, upload.file)

@@ -22,8 +22,6 @@ from jobs.stitching.voiceprints import (
 from serve_app.errors import ApiError
 from serve_app.services.context import Services
 
-MAX_SAMPLE_S = 60.0  # one enrollment sample; 2-10 s of one person speaking works well
-MAX_SAMPLES = 10
 DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w-]+=[\w.-]+)*;base64,", re.I)
 
 
@@ -31,20 +29,21 @@ def rejected(exc: EnrollmentRejected) -> ApiError:
     return ApiError(exc.status, exc.code, exc.message)
 
 
-def _decode_sample(data: bytes, name: str) -> object:
+def _decode_sample(data: bytes, name: str, max_s: float) -> object:
     try:
-        return decode_audio(data, max_s=MAX_SAMPLE_S, limit_name="sample length")
+        return decode_audio(data, max_s=max_s, limit_name="sample length")
     except AudioDecodeError as exc:
         if exc.code == "audio_too_long":
             raise ApiError(
-                422, "sample_too_long", f"{name}: longer than {MAX_SAMPLE_S:g} s; send 2-10 s"
+                422, "sample_too_long", f"{name}: longer than {max_s:g} s; send 2-10 s"
             ) from None
         raise ApiError(422, exc.code, f"{name}: {exc.message}") from None
 
 
 async def sample_voices(services: Services, samples: list[tuple[str, bytes]]) -> list[VoiceSample]:
     """Each sample's main voice, from the Diarizer replicas (decoded off the event loop)."""
-    audios = [await asyncio.to_thread(_decode_sample, data, name) for name, data in samples]
+    max_s = services.settings.speaker_sample_max_s
+    audios = [await asyncio.to_thread(_decode_sample, d, name, max_s) for name, d in samples]
     results = await asyncio.gather(*(services.diarizer.voiceprint.remote(a) for a in audios))
     # Validated against this version's schema, as the job manager does for segments.
     return [

@@ -9,22 +9,14 @@ from pathlib import Path
 
 import httpx
 
-from serve_app.cli import EXIT_OK, EXIT_SERVER, EXIT_USAGE, CliError, _raise_for, make_client
-
-
-def _run(args: argparse.Namespace, action) -> int:
-    try:
-        with make_client(args.url, args.api_key) as client:
-            return action(client, args)
-    except CliError as exc:
-        print(f"speech-cluster: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except httpx.HTTPError as exc:
-        print(f"speech-cluster: server unreachable at {args.url}: {exc!r}", file=sys.stderr)
-        return EXIT_SERVER
-    except OSError as exc:
-        print(f"speech-cluster: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+from speech_cluster_client.cli import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    _raise_for,
+    add_connection_args,
+    run_action,
+)
 
 
 def _add(client: httpx.Client, args: argparse.Namespace) -> int:
@@ -71,8 +63,6 @@ def _rm(client: httpx.Client, args: argparse.Namespace) -> int:
 
 
 def add_speakers_parser(sub) -> None:
-    from serve_app.cli import add_connection_args
-
     p = sub.add_parser("speakers", help="enroll, list and remove known speakers")
     verbs = p.add_subparsers(dest="verb", required=True)
     add = verbs.add_parser("add", help="enroll NAME from samples (or a speaker of a job)")
@@ -80,11 +70,11 @@ def add_speakers_parser(sub) -> None:
     add.add_argument("samples", nargs="*", metavar="SAMPLE", help="2-10 s of them alone, each")
     add.add_argument("--job", help="instead: a finished job of yours...")
     add.add_argument("--label", help="...and the speaker label in it (e.g. SPEAKER_01)")
-    add.set_defaults(func=lambda a: _run(a, _add))
+    add.set_defaults(func=lambda a: run_action(a, _add))
     ls = verbs.add_parser("list", help="your enrolled speakers")
-    ls.set_defaults(func=lambda a: _run(a, _list))
+    ls.set_defaults(func=lambda a: run_action(a, _list))
     rm = verbs.add_parser("rm", help="forget speakers (names or ids)")
     rm.add_argument("speakers", nargs="+", metavar="NAME")
-    rm.set_defaults(func=lambda a: _run(a, _rm))
+    rm.set_defaults(func=lambda a: run_action(a, _rm))
     for parser in (add, ls, rm):
         add_connection_args(parser)

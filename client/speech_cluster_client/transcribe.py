@@ -1,21 +1,10 @@
-"""``speech-cluster``: transcribe files or folders against a running speech-cluster server.
-
-Usage::
-
-    speech-cluster transcribe talk.wav interviews/ -f srt,vtt -o out/ --url http://host:8000
+"""``speech-cluster transcribe``: upload files or folders and fetch their transcripts.
 
 Each input is uploaded (streamed) to ``POST /v1/jobs``; progress is followed over the job's
 Server-Sent Events stream (with reconnects and a polling fallback) and each requested format
 is fetched and written atomically as ``<input stem>.<format>``. Inputs run one after another.
-
-Exit codes (the worst outcome over all inputs wins):
-    0    every job succeeded (or, with --no-wait, was submitted)
-    1    at least one job failed or was cancelled
-    2    usage error, or the server rejected an input with a 4xx (bad file, bad parameter)
-    3    server unreachable, 5xx, or --timeout expired
-    130  interrupted (Ctrl-C); the running job is cancelled with DELETE
-
-Deliberately imports neither Ray nor torch, so it starts fast and runs on any client machine.
+The worst outcome over all inputs is the exit code (see ``cli.EPILOG``); on Ctrl-C the running
+job is cancelled with DELETE.
 """
 
 from __future__ import annotations
@@ -24,9 +13,7 @@ import argparse
 import contextlib
 import json
 import mimetypes
-import os
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -38,8 +25,21 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SERVER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-FORMATS = ("json", "srt", "vtt", "txt", "rttm")
+from speech_cluster_client.cli import (
+    EPILOG,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SERVER,
+    EXIT_USAGE,
+    FORMATS,
+    CliError,
+    _raise_for,
+    add_connection_args,
+    make_client,
+    write_atomic,
+)
+
 AUDIO_EXTS = frozenset(
     {"wav", "flac", "mp3", "ogg", "opus", "m4a", "aac", "webm", "mp4", "mkv", "mov", "wma", "aiff"}
 )
@@ -50,48 +50,6 @@ SSE_READ_TIMEOUT_S = 30.0  # the server pings, so this much silence means a dead
 MAX_POLL_FAILURES = 10  # consecutive failed polls before the server counts as gone
 SUBMIT_ATTEMPTS = 4  # submissions retried on 429/503 (safe: same Idempotency-Key)
 MAX_RETRY_AFTER_S = 30.0
-TRANSPORT: httpx.BaseTransport | None = None  # tests inject an httpx.MockTransport here
-
-EPILOG = """exit codes:
-  0    all jobs succeeded (with --no-wait: all submitted)
-  1    at least one job failed or was cancelled
-  2    usage error, or the server rejected an input (4xx: bad file or parameter)
-  3    server unreachable, 5xx response, or --timeout expired
-  130  interrupted (Ctrl-C); the running job is cancelled on the server"""
-
-
-class CliError(Exception):
-    """An error that ends one input (or the whole run) with a given exit code."""
-
-    def __init__(self, exit_code: int, message: str) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def make_client(url: str, api_key: str | None) -> httpx.Client:
-    """Build the HTTP client for ``url``, sending ``api_key`` as a bearer token when given."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    return httpx.Client(
-        base_url=url.rstrip("/"),
-        headers=headers,
-        timeout=httpx.Timeout(60.0, connect=10.0),
-        transport=TRANSPORT,
-    )
-
-
-def _raise_for(resp: httpx.Response) -> None:
-    """Turn an error response into a CliError: 4xx → exit 2, 429/5xx → exit 3."""
-    if resp.is_success:
-        return
-    resp.read()
-    try:
-        err = resp.json()["error"]
-        detail = f"{err.get('code', 'error')}: {err.get('message', '')}"
-    except (ValueError, KeyError, TypeError):
-        detail = resp.text.strip()[:300] or resp.reason_phrase
-    client_fault = 400 <= resp.status_code < 500 and resp.status_code != 429
-    code = EXIT_USAGE if client_fault else EXIT_SERVER
-    raise CliError(code, f"HTTP {resp.status_code} {detail}")
 
 
 def collect_inputs(paths: Iterable[str], recursive: bool = False) -> list[Path]:
@@ -145,22 +103,6 @@ def iter_sse(lines: Iterable[str]) -> Iterator[tuple[str, str, str | None]]:
                 data.append(value)
             elif field == "id":
                 last_id = value
-
-
-def write_atomic(path: Path, chunks: Iterable[bytes]) -> None:
-    """Write ``chunks`` to ``path`` via a temp file + rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class Runner:
@@ -365,29 +307,9 @@ def transcribe(args: argparse.Namespace) -> int:
     return max(codes, default=EXIT_OK)
 
 
-def add_connection_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("SPEECH_URL", "http://127.0.0.1:8000"),
-        help="server base URL (env SPEECH_URL; default %(default)s)",
-    )
-    parser.add_argument(
-        "--api-key",
-        default=os.environ.get("SPEECH_API_KEY"),
-        help="bearer key (env SPEECH_API_KEY)",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``speech-cluster`` argument parser."""
+def add_transcribe_parser(sub) -> None:
+    """Register ``transcribe`` on the ``speech-cluster`` sub-command parsers ``sub``."""
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
-        prog="speech-cluster",
-        description="Transcribe and diarize recordings on a speech-cluster server.",
-        epilog=EPILOG,
-        formatter_class=fmt,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser(
         "transcribe", help="transcribe files or folders", epilog=EPILOG, formatter_class=fmt
     )
@@ -415,20 +337,3 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--timeout", type=float, help="seconds to wait for each job (default: none)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
     t.set_defaults(func=transcribe)
-    from serve_app.cli_speakers import add_speakers_parser
-
-    add_speakers_parser(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point; returns the exit code (see the module docstring)."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # argparse exits on --help / usage errors; report it as a code
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
