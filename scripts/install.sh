@@ -69,8 +69,8 @@ if [[ ! -x .venv/bin/python ]]; then
   "$PYTHON" -m venv .venv
 fi
 echo "==> installing Python packages (first run downloads ~3 GB of torch/CUDA wheels)"
-.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
-.venv/bin/python -c 'import faster_whisper, pyannote.audio, ray.serve, torchaudio' \
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ./client -e '.[test]'
+.venv/bin/python -c 'import deployments.models.quiet, faster_whisper, pyannote.audio, ray.serve, torchaudio' \
   || { echo "ERROR: the Python environment is broken; delete .venv and rerun" >&2; exit 1; }
 
 # The models directory the service will read (Settings().resolved_models_dir: SPEECH_MODELS_DIR,

@@ -1,7 +1,7 @@
 """FastAPI ingress deployment and the typed application builder.
 
-The HTTP layer validates input and calls model deployments (DeploymentHandles) and the job
-manager (a Ray actor). It holds no model code.
+The HTTP layer validates input and calls model deployments and the job manager (a Serve
+deployment of the same application) through DeploymentHandles. It holds no model code.
 """
 
 from __future__ import annotations

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import httpx
 import pytest
 
-from serve_app import cli
+from speech_cluster_client import cli, transcribe
+
+REPO = Path(__file__).resolve().parents[1]
 
 SRT = "1\n00:00:00,000 --> 00:00:01,000\n[SPEAKER_00] hello\n"
 VTT = "WEBVTT\n\n00:00.000 --> 00:01.000\n<v SPEAKER_00>hello\n"
@@ -98,8 +103,8 @@ class FakeServer:
 def server(monkeypatch) -> FakeServer:
     fake = FakeServer()
     monkeypatch.setattr(cli, "TRANSPORT", httpx.MockTransport(fake))
-    monkeypatch.setattr(cli, "POLL_INTERVAL_S", 0.01)
-    monkeypatch.setattr(cli, "MAX_RETRY_AFTER_S", 0.01)
+    monkeypatch.setattr(transcribe, "POLL_INTERVAL_S", 0.01)
+    monkeypatch.setattr(transcribe, "MAX_RETRY_AFTER_S", 0.01)
     monkeypatch.delenv("SPEECH_URL", raising=False)
     monkeypatch.delenv("SPEECH_API_KEY", raising=False)
     return fake
@@ -142,13 +147,13 @@ def test_output_dir_and_repeated_format(server, audio, tmp_path):
 
 def test_progress_updates_parsed_from_sse(server, audio, monkeypatch):
     seen: list[tuple] = []
-    real_update = cli.Progress.update
+    real_update = transcribe.Progress.update
 
     def spy(self, task_id, **kw):
         seen.append((kw.get("completed"), kw.get("segs"), kw.get("description")))
         return real_update(self, task_id, **kw)
 
-    monkeypatch.setattr(cli.Progress, "update", spy)
+    monkeypatch.setattr(transcribe.Progress, "update", spy)
     assert cli.main(["transcribe", str(audio), "--no-diarize"]) == 0
     assert seen[0] == (5.0, "", "talk.wav · transcribing")
     assert seen[1] == (50.0, "2/4 segments", "talk.wav · transcribing")
@@ -162,7 +167,7 @@ def test_dropped_stream_falls_back_to_polling(server, audio):
     server.poll_snaps = [running, running, server.final("job1")]
     assert cli.main(["transcribe", str(audio), "-q"]) == 0
     gets = server.paths("GET")
-    assert gets.count("/v1/jobs/job1/events") == cli.SSE_ATTEMPTS  # reconnected, then polled
+    assert gets.count("/v1/jobs/job1/events") == transcribe.SSE_ATTEMPTS  # reconnected, then polled
     assert "/v1/jobs/job1" in gets
     resumed = [r.headers.get("last-event-id") for r in server.requests if "events" in r.url.path]
     assert resumed == [None, "50-0", "50-0"]  # reconnects resume after the last event seen
@@ -195,7 +200,7 @@ def test_rejected_submit_exits_2_with_server_message(server, audio, capsys):
 def test_429_retried_with_one_idempotency_key_then_exits_3(server, audio):
     server.submit_response = httpx.Response(429, headers={"Retry-After": "1"}, json={})
     assert cli.main(["transcribe", str(audio), "-q"]) == 3
-    assert len(server.paths("POST")) == cli.SUBMIT_ATTEMPTS
+    assert len(server.paths("POST")) == transcribe.SUBMIT_ATTEMPTS
     keys = {r.headers["idempotency-key"] for r in server.requests}
     assert len(keys) == 1  # retries reuse the key, so the server cannot double-submit
 
@@ -272,9 +277,171 @@ def test_ctrl_c_cancels_running_job(server, audio):
 
 def test_sse_parser():
     lines = ["id: 1-0", "event: progress", "data: {", "data: }", "", ": ping", "", "data: x", ""]
-    assert list(cli.iter_sse(lines)) == [("progress", "{\n}", "1-0"), ("message", "x", "1-0")]
+    assert list(transcribe.iter_sse(lines)) == [
+        ("progress", "{\n}", "1-0"),
+        ("message", "x", "1-0"),
+    ]
 
 
-def test_cli_imports_no_ray_or_torch():
-    code = "import sys, serve_app.cli; sys.exit(any(m in sys.modules for m in ('ray', 'torch')))"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+class FakeJobsApi:
+    """GET/DELETE /v1/jobs[/{id}[/result]] over a fixed list of jobs, newest first."""
+
+    def __init__(self, n: int = 3) -> None:
+        self.jobs = [
+            dict(snap(f"j{i}", "completed", "done", 4, 4, 100.0), duration=60.0 * i)
+            for i in range(n, 0, -1)
+        ]
+        self.jobs[0].update(status="transcribing", stage="transcribing", percent=42.4)
+        self.jobs[0]["duration"] = None
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        params, parts = request.url.params, request.url.path.split("/")[3:]
+        if not parts:  # the listing
+            status, limit = params.get("status"), int(params["limit"])
+            jobs = [j for j in self.jobs if status is None or j["status"] == status]
+            page = jobs[int(params["offset"]) :][: limit + 1]
+            more = len(page) > limit
+            body = {"data": page[:limit], "offset": 0, "limit": limit, "has_more": more}
+            return httpx.Response(200, json=body)
+        job = next((j for j in self.jobs if j["id"] == parts[0]), None)
+        if job is None:
+            return httpx.Response(404, json={"error": {"code": "not_found", "message": "no job"}})
+        if request.method == "DELETE":
+            if job["status"] == "completed":
+                error = {"code": "job_finished", "message": f"job {job['id']} is completed"}
+                return httpx.Response(409, json={"error": error})
+            return httpx.Response(200, json=dict(job, status="cancelled"))
+        if parts[1:] == ["result"]:
+            if job["status"] != "completed":
+                return httpx.Response(409, json={"error": {"code": "job_not_completed"}})
+            return httpx.Response(200, text=f"{params['format']} of {job['id']}")
+        return httpx.Response(200, json=job)
+
+
+@pytest.fixture
+def jobs_api(monkeypatch) -> FakeJobsApi:
+    fake = FakeJobsApi()
+    monkeypatch.setattr(cli, "TRANSPORT", httpx.MockTransport(fake))
+    monkeypatch.delenv("SPEECH_URL", raising=False)
+    monkeypatch.delenv("SPEECH_API_KEY", raising=False)
+    return fake
+
+
+def test_jobs_list_prints_one_line_per_job_and_filters(jobs_api, capsys):
+    assert cli.main(["jobs", "list", "--api-key", "k1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[:3] for line in lines] == [
+        ["j3", "transcribing", "42%"],
+        ["j2", "completed", "100%"],
+        ["j1", "completed", "100%"],
+    ]
+    assert lines[0].split("\t")[3:] == ["-", "transcribing"]
+    assert lines[1].split("\t")[3:] == ["120 s", "done"]
+    assert jobs_api.requests[0].headers["authorization"] == "Bearer k1"
+    assert cli.main(["jobs", "list", "--status", "completed", "--limit", "1"]) == 0
+    out = capsys.readouterr()
+    assert [line.split("\t")[0] for line in out.out.splitlines()] == ["j2"]
+    assert "raise --limit" in out.err
+    assert dict(jobs_api.requests[-1].url.params) == {
+        "status": "completed",
+        "limit": "1",
+        "offset": "0",
+    }
+
+
+def test_jobs_list_pages_past_the_servers_page_size(jobs_api, capsys):
+    jobs_api.jobs = jobs_api.jobs * 70  # 210 jobs
+    assert cli.main(["jobs", "list", "--limit", "150"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 150
+    pages = [(r.url.params["limit"], r.url.params["offset"]) for r in jobs_api.requests]
+    assert pages == [("100", "0"), ("50", "100")]
+    assert cli.main(["jobs", "list", "--limit", "0"]) == 2  # argparse: usage error
+    assert len(jobs_api.requests) == 2
+
+
+def test_jobs_show_prints_the_snapshot_as_json(jobs_api, capsys):
+    assert cli.main(["jobs", "show", "j3"]) == 0
+    assert json.loads(capsys.readouterr().out)["percent"] == 42.4
+    assert cli.main(["jobs", "show", "nope"]) == 2
+    assert capsys.readouterr().err == "speech-cluster: error: HTTP 404 not_found: no job\n"
+
+
+def test_jobs_cancel_reports_each_id(jobs_api, capsys):
+    assert cli.main(["jobs", "cancel", "j3"]) == 0
+    assert capsys.readouterr().out == "j3\tcancelled\n"
+    assert cli.main(["jobs", "cancel", "j2", "j3"]) == 2  # j2 is finished: 409
+    out = capsys.readouterr()
+    assert out.out == "j3\tcancelled\n"
+    assert out.err == "j2: HTTP 409 job_finished: job j2 is completed\n"
+    assert [r.method for r in jobs_api.requests] == ["DELETE"] * 3
+
+
+def test_jobs_result_to_stdout_or_file(jobs_api, tmp_path, capsys):
+    assert cli.main(["jobs", "result", "j2"]) == 0
+    assert capsys.readouterr().out == "json of j2"
+    target = tmp_path / "sub" / "j2.srt"
+    assert cli.main(["jobs", "result", "j2", "-f", "SRT", "-o", str(target)]) == 0
+    assert target.read_text() == "srt of j2"
+    assert capsys.readouterr().out == ""
+    assert cli.main(["jobs", "result", "j3", "-o", str(tmp_path / "x")]) == 2  # not completed
+    assert not (tmp_path / "x").exists()
+    assert "HTTP 409 job_not_completed" in capsys.readouterr().err
+    assert cli.main(["jobs", "result", "j2", "-f", "docx"]) == 2
+
+
+def test_jobs_unreachable_server_exits_3(monkeypatch, capsys):
+    def refuse(request):
+        raise httpx.ConnectError("connection refused", request=request)
+
+    monkeypatch.setattr(cli, "TRANSPORT", httpx.MockTransport(refuse))
+    for verb in (["list"], ["show", "j1"], ["cancel", "j1"], ["result", "j1"]):
+        assert cli.main(["jobs", *verb, "--url", "http://nowhere:1"]) == 3
+        err = capsys.readouterr().err
+        assert err.startswith("speech-cluster: server unreachable at http://nowhere:1")
+        assert err.count("\n") == 1
+
+
+def test_client_distribution_depends_on_httpx_and_rich_only():
+    meta = tomllib.loads((REPO / "client" / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[\s<>=!~;\[]", dep, maxsplit=1)[0].lower() for dep in meta["dependencies"]}
+    assert names == {"httpx", "rich"}
+    assert meta["scripts"] == {"speech-cluster": "speech_cluster_client.cli:main"}
+    # The server no longer ships the command itself.
+    server_scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert "speech-cluster" not in server_scripts
+
+
+def test_client_imports_nothing_heavy_or_of_the_server():
+    code = """if True:
+        import pkgutil, sys, speech_cluster_client as pkg
+        names = [m.name for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")]
+        for name in names:
+            __import__(name)
+        assert {"speech_cluster_client.cli", "speech_cluster_client.jobs"} <= set(names), names
+        heavy = {"torch", "ray", "numpy", "fastapi", "serve_app", "jobs", "deployments"}
+        print(sorted({m.split(".")[0] for m in sys.modules} & heavy))
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_the_server_does_not_import_the_client():
+    def names(node: ast.AST) -> list[str]:
+        if isinstance(node, ast.Import):
+            return [alias.name for alias in node.names]
+        if isinstance(node, ast.ImportFrom):
+            return [node.module or ""]
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):  # importlib & co
+            return [node.value]
+        return []
+
+    found = []
+    for top in ("serve_app", "jobs", "deployments"):
+        for path in (REPO / top).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if any(re.search(r"\bspeech_cluster_client\b", n) for n in names(node)):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not found, f"the server imports the CLI client: {found}"

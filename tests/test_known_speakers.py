@@ -194,7 +194,7 @@ def test_openai_client_names_known_speakers_in_diarized_json(serve_url, meeting)
 
 
 def test_cli_enrolls_lists_uses_and_removes_speakers(serve_url, meeting, tmp_path, capsys):
-    from serve_app.cli import main
+    from speech_cluster_client.cli import main
 
     rec, path = meeting
     samples = []

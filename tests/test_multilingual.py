@@ -230,7 +230,7 @@ def test_jobs_translate_a_long_meeting_with_speakers(http, meeting, tmp_path):
 def test_cli_picks_the_model_and_translates(serve_url, tmp_path):
     import json
 
-    from serve_app.cli import main
+    from speech_cluster_client.cli import main
 
     path = tmp_path / "appel.wav"
     path.write_bytes(wav_bytes(_prompts_alike("fr_june", list(TRANSLATED))))

@@ -1,7 +1,7 @@
 """Job and segment metrics through Ray's metrics API, scraped from each node's metrics port.
 
 The metric objects are created lazily, once per process, on the first recording call made
-inside a connected Ray process (the job manager actor); outside Ray every function here is a
+inside a connected Ray process (the job manager replica); outside Ray every function here is a
 no-op. A metrics failure never reaches the caller: metrics must not break a job.
 
 In Prometheus, Ray prefixes every name with ``ray_``; counters gain ``_total`` and
