@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deployments.models.quiet import silence_torchcodec_warning
+
 SAMPLE_RATE = 16_000
 
 
@@ -84,6 +86,8 @@ class Segmenter:
         self, path: str | Path, device: str = "cpu", step: float = 0.1, batch_size: int = 16
     ) -> None:
         import torch
+
+        silence_torchcodec_warning()
         from pyannote.audio import Inference, Model
 
         model = Model.from_pretrained(Path(path).expanduser())
