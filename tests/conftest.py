@@ -31,9 +31,10 @@ WEBHOOK_HOST = "127.0.0.3"
 
 
 def pyannote_sample_dir() -> Path:
-    import pyannote.audio
+    import importlib.util
 
-    return Path(pyannote.audio.__file__).parent / "sample"
+    # Found without importing pyannote.audio (its import warns about torchcodec).
+    return Path(importlib.util.find_spec("pyannote.audio").origin).parent / "sample"
 
 
 def normalize_text(text: str) -> str:
