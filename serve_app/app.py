@@ -69,7 +69,9 @@ async def healthz(services: Annotated[Services, Depends(get_services)]) -> dict:
     }
 
 
-@serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0})
+@serve.deployment(
+    max_ongoing_requests=64, max_queued_requests=256, ray_actor_options={"num_cpus": 0}
+)
 @serve.ingress(api)
 class Ingress:
     def __init__(

@@ -70,6 +70,22 @@ class Settings(BaseSettings, JobsConfig):
         description="OpenAI requests without diarization and up to this size are decoded "
         "in the ingress to try the direct path (sync_direct_max_s) before a job.",
     )
+    max_held_requests: int = Field(
+        48,
+        ge=1,
+        description="Requests that hold the ingress for minutes (event streams, OpenAI calls "
+        "waiting on a job) at once. Keep it below the Ingress's max_ongoing_requests, so "
+        "short requests and /healthz always find a slot; past it callers get 503.",
+    )
+    max_streams_per_key: int = Field(
+        8, ge=1, description="Such held requests per API key; past it callers get 429."
+    )
+    openai_abandon_grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="An OpenAI call's job is cancelled when no caller has waited on it for "
+        "this long (a client's retry after its timeout comes back within it and reuses it).",
+    )
     api_keys: list[SecretStr] = Field(
         default_factory=list,
         description="When set, every /v1 endpoint needs one (Authorization: Bearer <key> or "

@@ -117,6 +117,11 @@ def app_settings(tmp_path_factory, redis_server):
         webhook_max_attempts=8,
         # Test receivers listen on 127.0.0.3; every other private address stays refused.
         webhook_allow=[f"{WEBHOOK_HOST}/32"],
+        # Held streams: few enough that a test can reach the cap; an abandoned OpenAI call's
+        # job is cancelled within seconds.
+        max_held_requests=24,
+        max_streams_per_key=12,
+        openai_abandon_grace_s=4.0,
     )
 
 

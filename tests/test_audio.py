@@ -68,7 +68,9 @@ def test_max_s_stops_a_stream_that_declares_no_duration(tmp_path):
     from tests.media import encode_audio
 
     webm = encode_audio(_tone(60), tmp_path / "live.webm", "libopus", 48000, streamed=True)
-    assert probe_audio(webm) is None  # nothing to check a duration limit against up front
+    # No duration in the container: measured from packet timestamps at submit.
+    assert probe_audio(webm) == pytest.approx(60, abs=0.1)
+    # Decoding still enforces the limit on its own (a file could lie in its timestamps).
     decoded = 0
     with pytest.raises(AudioDecodeError) as err:
         for block in iter_audio_blocks(webm, 1.0, max_s=10, limit_name="max_job_duration_s"):

@@ -217,6 +217,20 @@ def test_serve_config_validates_against_serve_schema(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", SERVE_CONFIGS, ids=lambda p: p.name)
+def test_held_requests_leave_ingress_slots_free(path: Path) -> None:
+    """Streams and waiting OpenAI calls never take every Ingress slot (issue 22 item 2), and
+    a full queue is refused rather than unbounded."""
+    from serve_app.settings import Settings
+
+    config = load_yaml(path)
+    (app,) = config["applications"]
+    ingress = deployments(config)["Ingress"]
+    settings = Settings.model_validate(app["args"])
+    assert settings.max_held_requests < ingress["max_ongoing_requests"]
+    assert ingress.get("max_queued_requests", -1) > 0
+
+
+@pytest.mark.parametrize("path", SERVE_CONFIGS, ids=lambda p: p.name)
 def test_serve_config_args_are_settings(path: Path) -> None:
     from deployments.models.model_store import BUNDLED_WHISPER_DIRS
     from serve_app.settings import Settings

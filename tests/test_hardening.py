@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -290,3 +291,66 @@ def test_hostile_webhook_receivers_delay_no_one_and_crash_nothing(http, app_sett
     assert entries[0]["delivered"] and entries[0]["attempts"] == 1  # 200, body never read
     assert entries[1]["attempts"] >= 1
     assert replica_actors("JobManager") == manager_before, "the manager was replaced"
+
+
+# -- issue 22 item 2: followers never lock the ingress ------------------------------------
+def test_followers_never_lock_out_health_or_short_requests(
+    http, app_settings, serve_url, minute_wav
+):
+    """70 clients follow one job (the ingress has 64 slots): at most max_streams_per_key
+    streams are held, the rest get 429 with Retry-After at once, and /healthz and the job
+    list still answer promptly. Before, every follower held a slot and the rest queued,
+    /healthz behind them."""
+    job_id = submit(http, minute_wav, diarize=True)  # runs long enough to follow
+    stop = threading.Event()
+
+    def follow(_: int) -> tuple[int, str | None]:
+        timeout = httpx.Timeout(10.0, read=60.0)
+        with (
+            httpx.Client(base_url=serve_url, timeout=timeout) as c,
+            c.stream("GET", f"/v1/jobs/{job_id}/events") as r,
+        ):
+            if r.status_code == 200:
+                stop.wait(60)
+            return r.status_code, r.headers.get("retry-after")
+
+    with ThreadPoolExecutor(70) as pool:
+        futures = [pool.submit(follow, i) for i in range(70)]
+        try:
+            time.sleep(3)
+            refused = [f.result(timeout=20) for f in futures if f.done()]
+            for path in ("/healthz", "/v1/jobs?limit=5"):
+                t0 = time.monotonic()
+                assert http.get(path, timeout=5).status_code == 200
+                assert time.monotonic() - t0 < 5
+        finally:
+            stop.set()
+        answers = [f.result(timeout=60) for f in futures]
+    held = app_settings.max_streams_per_key
+    assert sum(code == 200 for code, _ in answers) == held
+    assert len(refused) >= 70 - held  # refused at once, not after the job
+    assert all(code == 429 and after for code, after in answers if code != 200)
+    http.delete(f"/v1/jobs/{job_id}")
+
+
+# -- issue 22 item 3: one OpenAI call, one job ----------------------------------------------
+def test_an_openai_call_retried_by_its_client_makes_one_job_and_is_cancelled_when_left(
+    http, app_settings, serve_url, minute_wav
+):
+    """The official client times out and retries twice: all three attempts share one job,
+    and once no caller waits on it (plus the grace), it is cancelled. Before, three jobs ran
+    to completion for nobody."""
+    from openai import APITimeoutError, OpenAI
+
+    client = OpenAI(base_url=f"{serve_url}/v1", api_key="unused", timeout=4.0, max_retries=2)
+    before = jobs_created(app_settings)
+    with pytest.raises(APITimeoutError), minute_wav.open("rb") as fh:
+        client.audio.transcriptions.create(
+            model="whisper-1", file=fh, response_format="diarized_json"
+        )
+    assert jobs_created(app_settings) - before == 1
+    (job,) = http.get("/v1/jobs", params={"limit": 1}).json()["data"]
+    deadline = time.monotonic() + app_settings.openai_abandon_grace_s + 20
+    while http.get(f"/v1/jobs/{job['id']}").json()["status"] != "cancelled":
+        assert time.monotonic() < deadline, "the abandoned call's job kept running"
+        time.sleep(0.5)

@@ -318,3 +318,21 @@ def test_real_app_transcribes_long_opus_through_the_job_path(
     assert r.status_code == 200, r.text
     assert wer(JFK_TEXT, r.json()["text"]) <= 0.1, r.json()["text"]
     assert jobs_created(app_settings) == before + 1  # direct: no job
+
+
+# -- issue 22 item 5: a container without a duration is measured at submit ----------------
+async def test_a_webm_that_declares_no_duration_is_refused_at_submit(client, tmp_path):
+    """A browser MediaRecorder WebM declares no duration: its length comes from packet
+    timestamps at submit, so a recording over the limit is a 413 before any model work
+    (before, it passed and the limit tripped while decoding, hours of segments later)."""
+    from tests.media import encode_audio
+
+    client.services.settings.max_job_duration_s = 30
+    t = np.arange(45 * SAMPLE_RATE) / SAMPLE_RATE
+    tone = (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    webm = encode_audio(tone, tmp_path / "rec.webm", "libopus", 48000, streamed=True)
+    r = await client.post("/v1/jobs", files={"file": ("rec.webm", webm.read_bytes())})
+    assert r.status_code == 413, r.text
+    assert r.json()["error"]["code"] == "audio_too_long"
+    assert "45 s" in r.json()["error"]["message"] or "30 s" in r.json()["error"]["message"]
+    assert await client.services.store.active_ids() == []  # no job, no model work

@@ -154,9 +154,12 @@ def decode_audio(
 
 
 def probe_audio(path: str | Path) -> float | None:
-    """Check that a stored file holds decodable audio; returns its duration if known.
+    """Check that a stored file holds decodable audio; returns its duration.
 
-    Decodes only the first second, so large uploads are vetted cheaply. Raises
+    Decodes only the first second, so large uploads are vetted cheaply. A container that
+    declares no duration (a browser's MediaRecorder WebM, anything muxed to a pipe) is
+    measured by its packets' timestamps, without decoding, so length limits hold at submit
+    rather than hours into a job. None only when even the timestamps say nothing. Raises
     AudioDecodeError with a user-facing reason otherwise.
     """
     if Path(path).stat().st_size == 0:
@@ -173,4 +176,17 @@ def probe_audio(path: str | Path) -> float | None:
         stream = container.streams.audio[0]
         if stream.duration and stream.time_base:
             return float(stream.duration * stream.time_base)
-    return None
+        return _demuxed_duration(container, stream)
+
+
+def _demuxed_duration(container, stream) -> float | None:
+    """The end of the last audio packet, from timestamps alone: nothing is decoded."""
+    first = end = None
+    for packet in container.demux(stream):
+        if packet.pts is None:
+            continue
+        first = packet.pts if first is None else min(first, packet.pts)
+        end = max(end or 0, packet.pts + (packet.duration or 0))
+    if end is None or not stream.time_base:
+        return None
+    return float((end - first) * stream.time_base)

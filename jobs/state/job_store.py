@@ -275,6 +275,15 @@ class JobStore:
             pipe.persist(self._k("job", job_id, "result"))
             await pipe.execute()
 
+    async def waiters(self, job_id: str, delta: int) -> int:
+        """Callers waiting on the job's answer (OpenAI routes): add `delta`, return the count."""
+        key = self._k("job", job_id, "waiters")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incrby(key, delta)
+            pipe.expire(key, int(self.result_ttl_s))
+            count, _ = await pipe.execute()
+        return int(count)
+
     async def result(self, job_id: str) -> str | None:
         return await self.redis.get(self._k("job", job_id, "result"))
 

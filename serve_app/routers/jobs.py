@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Header, Path, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from jobs.state.records import JobStatus
 from serve_app.auth import Caller
@@ -219,8 +220,26 @@ async def job_events(
     last_event_id: Annotated[str | None, Header(pattern=r"^\d+-\d+$")] = None,
 ) -> StreamingResponse:
     record = await load_job(services, job_id, owner)
+    held = services.held_requests()
+    held.acquire(owner)  # 429/503 now, rather than a slot held for minutes
+    released = False
+
+    def release() -> None:  # once, whichever way the stream ends
+        nonlocal released
+        if not released:
+            released = True
+            held.release(owner)
+
+    async def stream() -> AsyncIterator[str]:
+        try:
+            async for chunk in _event_stream(services, record.id, last_event_id or "0-0"):
+                yield chunk
+        finally:
+            release()
+
     return StreamingResponse(
-        _event_stream(services, record.id, last_event_id or "0-0"),
+        stream(),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        background=BackgroundTask(release),  # also when the stream never started
     )

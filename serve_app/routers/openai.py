@@ -8,18 +8,19 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from deployments.core.audio import AudioDecodeError, Source, decode_audio
 from deployments.core.schemas import SAMPLE_RATE, TranscribeOptions, Transcription
-from jobs.state.records import JobRecord, JobStatus
+from jobs.state.records import JobStatus
 from jobs.stitching.stitch import JobResult
 from serve_app.auth import Caller
 from serve_app.errors import ApiError
 from serve_app.services.context import Services, get_services
-from serve_app.services.jobs import check_language, create_job, job_options
+from serve_app.services.jobs import check_language, job_options
 from serve_app.services.speakers import reference_speakers
+from serve_app.services.waiting import call_key, create_or_reuse, wait_for_job
 
 router = APIRouter(tags=["openai"])
 
@@ -64,20 +65,6 @@ def _single_result(result: Transcription, task: str = "transcribe"):
     )
 
 
-async def _wait_for_job(services: Services, job_id: str, timeout_s: float) -> JobRecord:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    last_id = "0-0"
-    while asyncio.get_running_loop().time() < deadline:
-        async for event_id, data in services.store.events(job_id, last_id, block_ms=5000):
-            last_id = event_id
-            if data["status"] in ("completed", "failed", "cancelled"):
-                break
-        record = await services.store.get(job_id)
-        if record is None or record.status.terminal:
-            return record
-    raise ApiError(504, "timeout", f"job {job_id} is still running; follow it at /v1/jobs/{job_id}")
-
-
 @router.get("/v1/models", summary="Models served (OpenAI-compatible list)")
 async def list_models(services: Annotated[Services, Depends(get_services)], _: Caller) -> dict:
     return {
@@ -95,6 +82,7 @@ async def list_models(services: Annotated[Services, Depends(get_services)], _: C
     responses={200: {"content": {"application/json": {}, "text/plain": {}}}},
 )
 async def create_transcription(
+    http: Request,
     services: Annotated[Services, Depends(get_services)],
     owner: Caller,
     file: Annotated[UploadFile, File(description="Audio in any format FFmpeg decodes")],
@@ -125,7 +113,7 @@ async def create_transcription(
     await _check(services, request)
     known = await reference_speakers(services, known_speaker_names, known_speaker_references)
     granularities = tuple(timestamp_granularities or ("segment",))
-    return await _respond(services, owner, file, request, granularities, known)
+    return await _respond(services, owner, file, request, granularities, known, http)
 
 
 @router.post(
@@ -134,6 +122,7 @@ async def create_transcription(
     responses={200: {"content": {"application/json": {}, "text/plain": {}}}},
 )
 async def create_translation(
+    http: Request,
     services: Annotated[Services, Depends(get_services)],
     owner: Caller,
     file: Annotated[UploadFile, File(description="Audio in any format FFmpeg decodes")],
@@ -144,7 +133,7 @@ async def create_translation(
 ) -> Response:
     request = _Request(model, None, prompt, temperature, response_format, "translate")
     await _check(services, request)
-    return await _respond(services, owner, file, request, ("segment",), None)
+    return await _respond(services, owner, file, request, ("segment",), None, http)
 
 
 @dataclass
@@ -169,6 +158,7 @@ async def _respond(
     request: _Request,
     granularities: tuple[str, ...],
     known: list | None,
+    http: Request,
 ) -> Response:
     """Transcribe (or translate) `file`: short audio directly, the rest as a job."""
     from serve_app.rendering import render_openai
@@ -202,9 +192,11 @@ async def _respond(
             word_timestamps=True,
             known_speakers=known,
         )
-        submitted = await create_job(services, file, options, owner, checked=True)
-        timeout = max(600.0, 2 * (submitted.duration or 0))
-        record = await _wait_for_job(services, submitted.id, timeout)
+        key = await call_key(file, owner, options)
+        with services.held_requests().hold(owner):  # 429/503 now rather than a held slot
+            submitted = await create_or_reuse(services, file, options, owner, key)
+            timeout = max(600.0, 2 * (submitted.duration or 0))
+            record = await wait_for_job(services, submitted.id, timeout, http)
         if record is None or record.status is not JobStatus.COMPLETED:
             error = f"{record.error_code}: {record.error_message}" if record else "expired"
             # Input the models reject is the caller's to fix: a 4xx, not a server error.

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import Request
 
 from serve_app.errors import ApiError, retry_later
+from serve_app.held import HeldRequests
 from serve_app.settings import Settings
 
 
@@ -25,6 +26,14 @@ class Services:
     manager: Any = None  # DeploymentHandle of jobs.pipeline.manager.JobManager
     speakers: Any = None  # jobs.state.speakers.SpeakerRegistry
     infos: dict[str, dict] = field(default_factory=dict)  # model -> its replicas' info, asked once
+    held: HeldRequests | None = None  # made from the settings on first use
+
+    def held_requests(self) -> HeldRequests:
+        """This process's count of long-held requests (serve_app/held.py)."""
+        if self.held is None:
+            s = self.settings
+            self.held = HeldRequests(s.max_held_requests, s.max_streams_per_key)
+        return self.held
 
     @property
     def served_models(self) -> tuple[str, ...]:
