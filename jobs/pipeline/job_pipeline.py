@@ -136,18 +136,29 @@ class JobPipeline:
         speakers = None
         if "t" in parts and record.options.language is None:
 
+            # Inside the same in-flight budget as segments (shared by every running job).
             async def transcribe(plan: SegmentPlan, ref, options) -> None:
-                await self._call(record, plan, "t", ref, progress, options)
+                async with self.inflight:
+                    await self._call(record, plan, "t", ref, progress, options)
 
             async def changes(plan: SegmentPlan, ref) -> None:
-                await self._call(record, plan, "c", ref, progress, DiarizeOptions())
+                async with self.inflight:
+                    await self._call(record, plan, "c", ref, progress, DiarizeOptions())
 
             async def report(stage: str) -> None:
                 await progress.set_status(JobStatus.TRANSCRIBING, stage)
 
             diarized = "d" in parts
             speakers = await settle_languages(
-                self.store, record, plans, audio_path, diarized, transcribe, report, changes
+                self.store,
+                record,
+                plans,
+                audio_path,
+                diarized,
+                transcribe,
+                report,
+                changes,
+                limit=self.config.max_inflight_segments,
             )
         await progress.set_status(JobStatus.STITCHING, "stitching segments")
         await self._stitch(record, plans, parts, speakers)

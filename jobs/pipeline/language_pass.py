@@ -21,6 +21,7 @@ on real recordings, and both are mended here before stitching:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -91,6 +92,45 @@ async def _speakers(
     return cut, speakers
 
 
+async def _ready(value):
+    return value
+
+
+class _Steps:
+    """The language pass's steps, resumable: a step's decisions are saved once (field
+    `lang:<step>`, by plan key) and each segment it redid is marked (`<plan>:lang-<step>`)."""
+
+    def __init__(self, store, job_id, plans, audio_path, transcribe, limit) -> None:
+        self.store, self.job_id, self.plans = store, job_id, plans
+        self.audio_path, self.transcribe, self.limit = audio_path, transcribe, limit
+        self.index = {plan.key: i for i, plan in enumerate(plans)}
+
+    async def decide(self, step: str, make: Callable) -> dict[int, TranscribeOptions]:
+        raw = await self.store.checkpoint(self.job_id, f"lang:{step}")
+        if raw is not None:
+            saved = json.loads(raw)
+            if all(key in self.index for key in saved):  # made for this plan
+                return {
+                    self.index[key]: TranscribeOptions.model_validate_json(options)
+                    for key, options in saved.items()
+                }
+        decided = await make()
+        payload = {self.plans[i].key: o.model_dump_json() for i, o in decided.items()}
+        await self.store.save_checkpoint(self.job_id, "lang", step, json.dumps(payload))
+        return decided
+
+    async def run(self, step: str, options: dict[int, TranscribeOptions]) -> None:
+        done = await self.store.checkpoint_keys(self.job_id)
+        todo = {i: o for i, o in options.items() if f"{self.plans[i].key}:lang-{step}" not in done}
+
+        async def call(plan: SegmentPlan, ref, opts: TranscribeOptions) -> None:
+            await self.transcribe(plan, ref, opts)
+            await self.store.save_checkpoint(self.job_id, plan.key, f"lang-{step}", "1")
+
+        if todo:
+            await _run(self.plans, self.audio_path, todo, call, self.limit)
+
+
 async def settle_languages(
     store: JobStore,
     record: JobRecord,
@@ -100,6 +140,8 @@ async def settle_languages(
     transcribe: Callable,
     report: Callable,
     changes: Callable | None = None,
+    *,
+    limit: int,
 ) -> Speakers | None:
     """Redo the segments whose language is in doubt (see the module's doc). Returns the
     recording's linked speakers when it linked them (diarized, several languages), so
@@ -111,12 +153,18 @@ async def settle_languages(
         report: `await report(stage)` says what is happening.
         changes: `await changes(plan, ref)` finds where the voice changes in one segment and
             saves it as the segment's "c" checkpoint (transcription-only jobs).
+        limit: model calls in flight at once (the job's max_inflight_segments).
+
+    Each step's decisions (which segments, with which options) and each segment it has
+    redone are checkpointed, keyed by the segment's plan: a resumed job repeats no step
+    and no segment it already finished.
     """
     plans = sorted(plans, key=lambda p: (p.start, p.index))
+    step = _Steps(store, record.id, plans, audio_path, transcribe, limit)
     found = await _languages(store, record.id, plans)
     sure = {lang for lang, p, _ in found if lang and p >= SURE_PROBABILITY}
     redo: dict[int, TranscribeOptions] = {}
-    hints: dict[int, tuple] = {}
+    hinted: dict[int, TranscribeOptions] = {}
     speakers: Speakers | None = None
     # Windows decoded again choose among the languages the recording is sure of.
     base = record.options.transcribe_options()
@@ -124,36 +172,47 @@ async def settle_languages(
         base = base.model_copy(update={"languages": tuple(sorted(sure))})
     if len(sure) > 1 and (diarized or changes is not None):
         if diarized:
-            redo, speakers = await _speakers(store, record, plans, base)
+            cut, speakers = await _speakers(store, record, plans, base)
+            redo = await step.decide("cut", lambda: _ready(cut))
         else:
             await report(f"{len(sure)} languages found: finding where the voice changes")
-            redo = await _voice_cuts(store, record, plans, audio_path, changes, base)
+            redo = await step.decide(
+                "cut", lambda: _voice_cuts(store, record, plans, audio_path, changes, base, limit)
+            )
         if redo:
             await report(f"{len(sure)} languages found: transcribing {len(redo)} segments by turn")
-            await _run(plans, audio_path, redo, transcribe)
+            await step.run("cut", redo)
         if diarized:
-            hints = await _speaker_hints(store, record.id, plans, speakers)
-        if hints:
-            await report(f"giving {len(hints)} segments their speakers' languages")
-            options = {
-                i: (redo.get(i) or base).model_copy(update={"hints": h}) for i, h in hints.items()
-            }
-            await _run(plans, audio_path, options, transcribe)
+
+            async def hint() -> dict[int, TranscribeOptions]:
+                hints = await _speaker_hints(store, record.id, plans, speakers)
+                return {
+                    i: (redo.get(i) or base).model_copy(update={"hints": h})
+                    for i, h in hints.items()
+                }
+
+            hinted = await step.decide("hint", hint)
+        if hinted:
+            await report(f"giving {len(hinted)} segments their speakers' languages")
+            await step.run("hint", hinted)
         found = await _languages(store, record.id, plans)
-    settled = settle(found)
+
+    async def settle_short() -> dict[int, TranscribeOptions]:
+        return {
+            i: (redo.get(i) or base).model_copy(update={"language": lang})
+            for i, lang in settle(found).items()
+        }
+
+    settled = await step.decide("settle", settle_short)
     if settled:
         await report(f"settling the language of {len(settled)} segments")
-        options = {
-            i: (redo.get(i) or base).model_copy(update={"language": lang})
-            for i, lang in settled.items()
-        }
-        await _run(plans, audio_path, options, transcribe)
+        await step.run("settle", settled)
     log.info(
         "job %s: languages %s; %d segment(s) cut by turn, %d given speakers' languages, %d settled",
         record.id,
         sorted(sure),
         len(redo),
-        len(hints),
+        len(hinted),
         len(settled),
     )
     return speakers
@@ -206,13 +265,14 @@ async def _voice_cuts(
     audio_path: Path,
     changes: Callable,
     base: TranscribeOptions,
+    limit: int,
 ) -> dict[int, TranscribeOptions]:
     """Per segment where the voice changes, options that cut its windows there; each
     segment's changes are asked for once (a resumed job reuses the checkpoints)."""
     keys = set(await store.checkpoint_keys(record.id))
     missing = {i: None for i, plan in enumerate(plans) if f"{plan.key}:c" not in keys}
     if missing:
-        await _run(plans, audio_path, missing, lambda plan, ref, _: changes(plan, ref))
+        await _run(plans, audio_path, missing, lambda plan, ref, _: changes(plan, ref), limit)
     out: dict[int, TranscribeOptions] = {}
     for i, plan in enumerate(plans):
         raw = await store.checkpoint(record.id, f"{plan.key}:c")
@@ -223,16 +283,16 @@ async def _voice_cuts(
     return out
 
 
-async def _run(plans, audio_path, options: dict, call: Callable) -> None:
+async def _run(plans, audio_path, options: dict, call: Callable, limit: int) -> None:
     """`await call(plan, ref, options[i])` for each segment i in `options`, reading the audio
-    once, a few at a time."""
+    once, at most `limit` at a time."""
     spans = read_spans(audio_path, {i: (plans[i].start, plans[i].end) for i in options})
     pending: set[asyncio.Task] = set()
     try:
         while (item := await asyncio.to_thread(next, spans, None)) is not None:
             i, audio = item
             pending.add(asyncio.create_task(call(plans[i], ray.put(audio), options[i])))
-            if len(pending) >= 4:  # a few in flight: replicas stay busy, memory bounded
+            if len(pending) >= limit:  # replicas stay busy, memory bounded
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     task.result()
