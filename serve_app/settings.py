@@ -54,6 +54,15 @@ class Settings(BaseSettings, JobsConfig):
     max_active_jobs: int = Field(
         200, ge=1, description="Queued + running jobs before submissions get 429."
     )
+    max_active_jobs_per_key: int = Field(
+        20, ge=0, description="Queued + running jobs of one API key before it gets 429 (0: none)."
+    )
+    max_stored_mb_per_key: float = Field(
+        2000.0,
+        ge=0,
+        description="Uploaded audio one API key may have stored (kept audio_ttl_s after its "
+        "jobs; a cancelled job's is deleted at once) before it gets 429 (0: no limit).",
+    )
     sync_direct_max_s: float = Field(
         30.0, ge=0, description="OpenAI requests up to this long skip the job path."
     )

@@ -5,6 +5,7 @@ The same paths run end to end against the deployed app in test_api_e2e.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -260,3 +261,39 @@ async def test_full_queue_gets_429_with_retry_after_and_stores_nothing(redis_ser
     finally:
         api.state.services = None
         await services.store.close()
+
+
+async def test_each_key_has_its_own_caps_on_active_jobs_and_stored_audio(redis_server, tmp_path):
+    """Issue 22 item 4: one key cannot hold every active-job slot or fill the disk; the caps
+    are checked in the same Redis step as creation, so concurrent submissions cannot pass."""
+    from serve_app.auth import owner_id
+
+    services = fake_services(
+        redis_server,
+        tmp_path,
+        api_keys=[SecretStr("key-a"), SecretStr("key-b")],
+        max_active_jobs_per_key=2,
+        max_stored_mb_per_key=2.5 * len(WAV_JFK) / 1e6,
+    )
+    api.state.services = services
+    a, b = {"Authorization": "Bearer key-a"}, {"Authorization": "Bearer key-b"}
+    transport = httpx.ASGITransport(app=api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+        burst = await asyncio.gather(*(_submit(c, headers=a) for _ in range(5)))
+        assert sorted(r.status_code for r in burst) == [202, 202, 429, 429, 429]
+        refused = next(r for r in burst if r.status_code == 429)
+        assert refused.json()["error"]["code"] == "too_many_jobs_for_key"
+        assert refused.headers["Retry-After"]
+        assert (await _submit(c, headers=b)).status_code == 202  # other keys are not held up
+
+        cancelled = next(r.json()["id"] for r in burst if r.status_code == 202)
+        assert (await c.delete(f"/v1/jobs/{cancelled}", headers=a)).status_code == 200
+        # A job slot is free, but the cancelled job's audio still counts (this fake manager
+        # keeps it): two uploads stored, a third passes 2.5 uploads' worth.
+        r = await _submit(c, headers=a)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "storage_full_for_key"
+        # The real manager deletes a cancelled job's audio at once and forgets it here.
+        await services.store.forget_audio(owner_id("key-a"), cancelled)
+        assert (await _submit(c, headers=a)).status_code == 202
+    api.state.services = None
+    await services.store.close()

@@ -354,3 +354,19 @@ def test_an_openai_call_retried_by_its_client_makes_one_job_and_is_cancelled_whe
     while http.get(f"/v1/jobs/{job['id']}").json()["status"] != "cancelled":
         assert time.monotonic() < deadline, "the abandoned call's job kept running"
         time.sleep(0.5)
+
+
+# -- issue 22 item 4: a cancelled job's audio goes at once --------------------------------
+def test_a_cancelled_jobs_audio_is_deleted_at_once(http, app_settings, minute_wav):
+    """ "Upload 200 MB, cancel" in a loop must not fill the disk for audio_ttl_s."""
+    job_id = submit(http, minute_wav, diarize=True)
+    record = json.loads(
+        redis_client(app_settings).get(f"{app_settings.redis_key_prefix}job:{job_id}")
+    )
+    audio = Path(record["audio_path"])
+    assert audio.exists()
+    r = http.delete(f"/v1/jobs/{job_id}")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    assert not audio.exists()
+    r = http.post(f"/v1/jobs/{job_id}/retry")
+    assert r.status_code == 410 and r.json()["error"]["code"] == "audio_expired"

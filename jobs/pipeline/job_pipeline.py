@@ -135,7 +135,6 @@ class JobPipeline:
             raise
         speakers = None
         if "t" in parts and record.options.language is None:
-
             # Inside the same in-flight budget as segments (shared by every running job).
             async def transcribe(plan: SegmentPlan, ref, options) -> None:
                 async with self.inflight:

@@ -126,7 +126,13 @@ class JobManager:
         record = await self.store.get(job_id)
         if record is not None and not record.status.terminal:
             await self._finish(record, JobStatus.CANCELLED, "cancelled by request")
-        return await self.store.get(job_id)
+        record = await self.store.get(job_id)
+        if record is not None and record.status is JobStatus.CANCELLED:
+            # Its audio goes now, not after audio_ttl_s: "upload, cancel" in a loop cannot
+            # fill the disk (a cancelled job can no longer be retried).
+            await asyncio.to_thread(self.storage.delete, job_id)
+            await self.store.forget_audio(record.owner, job_id)
+        return record
 
     # -- running a job ---------------------------------------------------------------------
     async def _run(self, job_id: str) -> None:
@@ -258,6 +264,7 @@ class JobManager:
                 self._publish_gauges()
                 await self._expire_audio()
                 if time.time() - last_trim > 3600:
+                    await self._check_eviction()
                     horizon = self.config.result_ttl_s + self.config.job_timeout_s + 86400
                     await self.store.trim_listing(time.time() - horizon)
                     last_trim = time.time()
@@ -300,9 +307,25 @@ class JobManager:
         live = sum(1 for task in self.runners.values() if not task.done())
         metrics.set_jobs(queued=live - self.slots_held, running=self.slots_held)
 
+    async def _check_eviction(self) -> None:
+        """Job state must never be evicted silently: say so loudly if Redis may evict."""
+        try:
+            reply = await self.store.redis.config_get("maxmemory-policy")
+        except Exception:  # managed Redis services may refuse CONFIG
+            log.info("could not read Redis maxmemory-policy; make sure it is noeviction")
+            return
+        policy = reply.get("maxmemory-policy")
+        if policy not in (None, "noeviction"):
+            log.error(
+                "Redis maxmemory-policy is %r: under memory pressure it may evict job state. "
+                "Set maxmemory-policy noeviction (README, 'Sizing').",
+                policy,
+            )
+
     async def _expire_audio(self) -> None:
         for job_id in await self.store.finished_before(time.time() - self.config.audio_ttl_s):
             record = await self.store.get(job_id)
             if record is None or record.status.terminal:
                 await asyncio.to_thread(self.storage.delete, job_id)
+                await self.store.forget_audio(record.owner if record else None, job_id)
             await self.store.forget_finished(job_id)  # a retried job re-enters when it ends

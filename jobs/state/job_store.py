@@ -59,6 +59,14 @@ class QueueFull(Exception):
     """The active-job cap was reached (the caller answers 429)."""
 
 
+class KeyQuotaFull(Exception):
+    """The owner's own cap on active jobs (`what` "jobs") or stored audio ("bytes")."""
+
+    def __init__(self, what: str, used: int) -> None:
+        super().__init__(what)
+        self.what, self.used = what, used
+
+
 class JobStore:
     def __init__(
         self,
@@ -86,10 +94,20 @@ class JobStore:
         return bool(await self.redis.ping())
 
     # -- records ---------------------------------------------------------------------------
-    async def create(self, record: JobRecord, max_active: int = 0) -> JobRecord:
+    async def create(
+        self,
+        record: JobRecord,
+        max_active: int = 0,
+        key_active: int = 0,
+        key_bytes: int = 0,
+        audio_bytes: int = 0,
+    ) -> JobRecord:
         """Store a new job atomically; with an idempotency key, an existing twin wins.
 
-        Raises QueueFull when `max_active` jobs are already queued or running.
+        Raises QueueFull when `max_active` jobs are already queued or running, and
+        KeyQuotaFull when the record's owner has `key_active` active jobs or its stored
+        audio plus `audio_bytes` would pass `key_bytes` (0: no such cap), all in the same
+        step as the creation, so concurrent submissions cannot slip past a cap.
         """
         idem = (
             self._k("idem", record.owner or "-", record.idempotency_key)
@@ -104,6 +122,7 @@ class JobStore:
             owner,
             self._k("job", record.id, "events"),
             idem,
+            self._k("audio", "owner", record.owner) if record.owner else "",
         ]
         args = [
             record.model_dump_json(),
@@ -114,10 +133,15 @@ class JobStore:
             max_active,
             EVENTS_MAXLEN,
             self._k("job", ""),
+            key_active,
+            key_bytes,
+            audio_bytes,
         ]
         outcome, job_id = await self._create(keys=keys, args=args)
         if outcome == "full":
             raise QueueFull
+        if outcome in ("key_full", "key_bytes"):
+            raise KeyQuotaFull("jobs" if outcome == "key_full" else "bytes", int(job_id))
         if outcome == "existing":
             existing = await self.get(job_id)
             if existing is not None:
@@ -299,6 +323,11 @@ class JobStore:
 
     async def finished_before(self, cutoff: float) -> list[str]:
         return list(await self.redis.zrangebyscore(self._k("jobs", "finished"), 0, cutoff))
+
+    async def forget_audio(self, owner: str | None, job_id: str) -> None:
+        """The job's audio was deleted: it no longer counts against its owner's storage."""
+        if owner:
+            await self.redis.hdel(self._k("audio", "owner", owner), job_id)
 
     async def forget_finished(self, job_id: str) -> None:
         await self.redis.zrem(self._k("jobs", "finished"), job_id)

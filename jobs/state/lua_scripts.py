@@ -7,9 +7,11 @@ A script runs alone on the server, so each check and its writes cannot be split.
 
 from __future__ import annotations
 
-# KEYS: job, active, created, owner ('' = none), events, idem ('' = none)
+# KEYS: job, active, created, owner ('' = none), events, idem ('' = none),
+#       owner's stored audio ('' = none: hash job id -> bytes)
 # ARGV: record, id, created_at, progress, idem_ttl, max_active (0 = no cap), events_maxlen,
-#       job key prefix (to find an idempotent twin)
+#       job key prefix (to find an idempotent twin), the owner's active-job cap (0 = none),
+#       the owner's stored-bytes cap (0 = none), this upload's bytes
 CREATE = """
 if KEYS[6] ~= '' then
   local existing = redis.call('GET', KEYS[6])
@@ -21,12 +23,35 @@ local cap = tonumber(ARGV[6])
 if cap > 0 and redis.call('SCARD', KEYS[2]) >= cap then
   return {'full', ''}
 end
+if KEYS[4] ~= '' then
+  local key_cap = tonumber(ARGV[9])
+  if key_cap > 0 then
+    local mine = 0
+    for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+      if redis.call('ZSCORE', KEYS[4], id) then mine = mine + 1 end
+    end
+    if mine >= key_cap then return {'key_full', tostring(mine)} end
+  end
+  local bytes_cap = tonumber(ARGV[10])
+  if bytes_cap > 0 then
+    local stored, entries = 0, redis.call('HGETALL', KEYS[7])
+    for i = 1, #entries, 2 do
+      if redis.call('EXISTS', ARGV[8] .. entries[i]) == 1 then
+        stored = stored + tonumber(entries[i + 1])
+      else
+        redis.call('HDEL', KEYS[7], entries[i])  -- the job expired: its audio went first
+      end
+    end
+    if stored + tonumber(ARGV[11]) > bytes_cap then return {'key_bytes', tostring(stored)} end
+  end
+end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 if KEYS[4] ~= '' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2]) end
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'data', ARGV[4])
 if KEYS[6] ~= '' then redis.call('SET', KEYS[6], ARGV[2], 'EX', ARGV[5]) end
+if KEYS[7] ~= '' then redis.call('HSET', KEYS[7], ARGV[2], ARGV[11]) end
 return {'created', ARGV[2]}
 """
 

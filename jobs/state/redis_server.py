@@ -30,6 +30,8 @@ def _config(directory: Path, socket: Path) -> str:
             "appendonly yes",
             "appendfsync always",  # an acknowledged checkpoint survives a SIGKILL or power loss
             'save ""',
+            # Full memory fails writes loudly (503 at the API) instead of evicting job state.
+            "maxmemory-policy noeviction",
             "",
         ]
     )

@@ -143,7 +143,12 @@ async def retry_job(services: ServicesDep, owner: Caller, job_id: JobId) -> JobS
             "jobs can be retried",
         )
     if not await asyncio.to_thread(services.storage.exists, record.id):
-        raise ApiError(410, "audio_expired", f"the audio of job {record.id} has expired")
+        raise ApiError(
+            410,
+            "audio_expired",
+            f"the audio of job {record.id} is gone (kept audio_ttl_s after a job; a cancelled "
+            "job's is deleted at once): submit the file again",
+        )
     return snapshot(await services.manager.retry.remote(record.id))
 
 

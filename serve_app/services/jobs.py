@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from deployments.core.audio import AudioDecodeError, probe_audio
 from jobs.integrations.webhooks import WebhookRefused, check_url
-from jobs.state.job_store import QueueFull
+from jobs.state.job_store import KeyQuotaFull, QueueFull
 from jobs.state.outbox import new_secret
 from jobs.state.records import JobOptions, JobRecord
 from serve_app.errors import ApiError, retry_later
@@ -114,7 +114,31 @@ async def create_job(
                 new_secret() if options.webhook_url and not settings.webhook_secret else None
             ),
         )
-        stored = await services.store.create(record, max_active=settings.max_active_jobs)
+        stored = await services.store.create(
+            record,
+            max_active=settings.max_active_jobs,
+            key_active=settings.max_active_jobs_per_key,
+            key_bytes=int(settings.max_stored_mb_per_key * 1e6),
+            audio_bytes=await asyncio.to_thread(lambda: path.stat().st_size),
+        )
+    except KeyQuotaFull as exc:
+        await asyncio.to_thread(storage.delete, job_id)
+        if exc.what == "jobs":
+            raise retry_later(
+                429,
+                "too_many_jobs_for_key",
+                f"this API key has {exc.used} jobs queued or running, its limit "
+                "(max_active_jobs_per_key); retry when one finishes",
+                after_s=QUEUE_RETRY_AFTER_S,
+            ) from None
+        raise retry_later(
+            429,
+            "storage_full_for_key",
+            f"this API key's stored audio ({exc.used / 1e6:.0f} MB) and this upload pass its "
+            f"{settings.max_stored_mb_per_key:g} MB (max_stored_mb_per_key); delete or wait "
+            f"for jobs to finish (audio is kept {settings.audio_ttl_s / 3600:g} h after a job)",
+            after_s=QUEUE_RETRY_AFTER_S,
+        ) from None
     except QueueFull:
         await asyncio.to_thread(storage.delete, job_id)
         raise retry_later(
