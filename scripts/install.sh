@@ -69,7 +69,10 @@ if [[ ! -x .venv/bin/python ]]; then
   "$PYTHON" -m venv .venv
 fi
 echo "==> installing Python packages (first run downloads ~3 GB of torch/CUDA wheels)"
-.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ./client -e '.[test]'
+# A machine whose pip config names local package indexes that lack a package prints one
+# "Location ... is ignored" line per package (dozens); they say nothing about this install.
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ./client -e '.[test]' \
+  2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 .venv/bin/python -c 'import deployments.models.quiet, faster_whisper, pyannote.audio, ray.serve, torchaudio' \
   || { echo "ERROR: the Python environment is broken; delete .venv and rerun" >&2; exit 1; }
 
