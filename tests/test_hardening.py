@@ -334,17 +334,23 @@ def test_followers_never_lock_out_health_or_short_requests(
 
 
 # -- issue 22 item 3: one OpenAI call, one job ----------------------------------------------
+@pytest.fixture(scope="module")
+def four_minute_wav(tmp_path_factory) -> Path:
+    return write_wav(meeting(64, seed=47).audio, tmp_path_factory.mktemp("h") / "four.wav")
+
+
 def test_an_openai_call_retried_by_its_client_makes_one_job_and_is_cancelled_when_left(
-    http, app_settings, serve_url, minute_wav
+    http, app_settings, serve_url, four_minute_wav
 ):
     """The official client times out and retries twice: all three attempts share one job,
     and once no caller waits on it (plus the grace), it is cancelled. Before, three jobs ran
     to completion for nobody."""
     from openai import APITimeoutError, OpenAI
 
-    client = OpenAI(base_url=f"{serve_url}/v1", api_key="unused", timeout=4.0, max_retries=2)
+    client = OpenAI(base_url=f"{serve_url}/v1", api_key="unused", timeout=3.0, max_retries=2)
     before = jobs_created(app_settings)
-    with pytest.raises(APITimeoutError), minute_wav.open("rb") as fh:
+    # A diarized 4 min meeting takes far longer than the client's three 3 s attempts.
+    with pytest.raises(APITimeoutError), four_minute_wav.open("rb") as fh:
         client.audio.transcriptions.create(
             model="whisper-1", file=fh, response_format="diarized_json"
         )

@@ -144,7 +144,8 @@ async def test_the_pass_keeps_to_its_in_flight_limit(store, tmp_path, monkeypatc
     monkeypatch.setattr(language_pass.ray, "put", lambda audio: audio)
     record, plans, audio = await _setup(store, tmp_path)
     for limit in (1, 2):
-        await store.redis.delete(store._k("job", record.id, "ckpt"))
+        for part in ("ckpt", "lang"):  # a job run afresh
+            await store.redis.delete(store._k("job", record.id, part))
         for plan, found in zip(plans, FOUND, strict=True):
             await store.save_checkpoint(record.id, plan.key, "t", _transcription(*found))
         transcriber = _Transcriber(store, record.id)

@@ -98,7 +98,8 @@ async def _ready(value):
 
 class _Steps:
     """The language pass's steps, resumable: a step's decisions are saved once (field
-    `lang:<step>`, by plan key) and each segment it redid is marked (`<plan>:lang-<step>`)."""
+    `<step>`, by plan key) and each segment it redid is marked (`<plan>:<step>`), in the
+    job's `lang` hash (apart from the segment checkpoints)."""
 
     def __init__(self, store, job_id, plans, audio_path, transcribe, limit) -> None:
         self.store, self.job_id, self.plans = store, job_id, plans
@@ -106,7 +107,7 @@ class _Steps:
         self.index = {plan.key: i for i, plan in enumerate(plans)}
 
     async def decide(self, step: str, make: Callable) -> dict[int, TranscribeOptions]:
-        raw = await self.store.checkpoint(self.job_id, f"lang:{step}")
+        raw = (await self.store.language_pass(self.job_id)).get(step)
         if raw is not None:
             saved = json.loads(raw)
             if all(key in self.index for key in saved):  # made for this plan
@@ -116,16 +117,16 @@ class _Steps:
                 }
         decided = await make()
         payload = {self.plans[i].key: o.model_dump_json() for i, o in decided.items()}
-        await self.store.save_checkpoint(self.job_id, "lang", step, json.dumps(payload))
+        await self.store.save_language_pass(self.job_id, step, json.dumps(payload))
         return decided
 
     async def run(self, step: str, options: dict[int, TranscribeOptions]) -> None:
-        done = await self.store.checkpoint_keys(self.job_id)
-        todo = {i: o for i, o in options.items() if f"{self.plans[i].key}:lang-{step}" not in done}
+        done = await self.store.language_pass(self.job_id)
+        todo = {i: o for i, o in options.items() if f"{self.plans[i].key}:{step}" not in done}
 
         async def call(plan: SegmentPlan, ref, opts: TranscribeOptions) -> None:
             await self.transcribe(plan, ref, opts)
-            await self.store.save_checkpoint(self.job_id, plan.key, f"lang-{step}", "1")
+            await self.store.save_language_pass(self.job_id, f"{plan.key}:{step}", "1")
 
         if todo:
             await _run(self.plans, self.audio_path, todo, call, self.limit)

@@ -5,6 +5,8 @@ Layout (prefix `sc:`):
   job:{id}:ckpt       hash  "{plan}:t" / "{plan}:d" -> Transcription / Diarization JSON,
                       plan = "{index}:{start}-{end}" (samples), so a re-split never reuses
   job:{id}:calls      hash  "{plan}:{part}#{nonce}", one field per model call dispatched
+  job:{id}:lang       hash  the language pass's progress: "{step}" -> its decisions,
+                      "{plan}:{step}" -> done (jobs/pipeline/language_pass.py)
   job:{id}:lease      the runner that owns the job (token, expiring; renewed while it runs)
   job:{id}:webhook    the job's webhook delivery (jobs/state/outbox.py)
   job:{id}:events     stream of progress snapshots (SSE reads it; nothing is lost between polls)
@@ -213,6 +215,7 @@ class JobStore:
                 ("result", "partial"),
                 ("voices",),
                 ("cancel",),
+                ("lang",),
             )
         ]
 
@@ -246,6 +249,13 @@ class JobStore:
         """Keyed by the segment's plan (index and sample range), not its index alone: a
         resumed job that splits differently never stitches old words onto new times."""
         await self.redis.hset(self._k("job", job_id, "ckpt"), f"{plan_key}:{part}", payload)
+
+    async def language_pass(self, job_id: str) -> dict[str, str]:
+        """What the language pass recorded of its progress (field -> value)."""
+        return await self.redis.hgetall(self._k("job", job_id, "lang"))
+
+    async def save_language_pass(self, job_id: str, field: str, value: str) -> None:
+        await self.redis.hset(self._k("job", job_id, "lang"), field, value)
 
     async def checkpoint_keys(self, job_id: str) -> set[str]:
         return set(await self.redis.hkeys(self._k("job", job_id, "ckpt")))
