@@ -77,6 +77,13 @@ class JobsConfig(BaseModel):
     split_max_s: float = Field(
         60.0, gt=0, description="Longest segment the splitter cuts when no silence is found."
     )
+    openai_abandon_grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="An OpenAI call's job is cancelled when no caller has waited on it for "
+        "this long (a client's retry after its timeout comes back within it and reuses it; "
+        "the job manager looks every watchdog_s).",
+    )
     webhook_secret: SecretStr | None = Field(
         None, description="HMAC-SHA256 key for webhook signatures (X-Speech-Signature)."
     )

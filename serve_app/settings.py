@@ -89,12 +89,6 @@ class Settings(BaseSettings, JobsConfig):
     max_streams_per_key: int = Field(
         8, ge=1, description="Such held requests per API key; past it callers get 429."
     )
-    openai_abandon_grace_s: float = Field(
-        30.0,
-        ge=0,
-        description="An OpenAI call's job is cancelled when no caller has waited on it for "
-        "this long (a client's retry after its timeout comes back within it and reuses it).",
-    )
     api_keys: list[SecretStr] = Field(
         default_factory=list,
         description="When set, every /v1 endpoint needs one (Authorization: Bearer <key> or "

@@ -118,10 +118,10 @@ def app_settings(tmp_path_factory, redis_server):
         # Test receivers listen on 127.0.0.3; every other private address stays refused.
         webhook_allow=[f"{WEBHOOK_HOST}/32"],
         # Held streams: few enough that a test can reach the cap; an abandoned OpenAI call's
-        # job is cancelled within seconds.
+        # job is cancelled within seconds (beyond the gap between a client's retries).
         max_held_requests=24,
         max_streams_per_key=12,
-        openai_abandon_grace_s=4.0,
+        openai_abandon_grace_s=8.0,
     )
 
 

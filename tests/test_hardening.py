@@ -335,12 +335,16 @@ def test_followers_never_lock_out_health_or_short_requests(
 
 # -- issue 22 item 3: one OpenAI call, one job ----------------------------------------------
 @pytest.fixture(scope="module")
-def four_minute_wav(tmp_path_factory) -> Path:
-    return write_wav(meeting(64, seed=47).audio, tmp_path_factory.mktemp("h") / "four.wav")
+def twelve_minute_ogg(tmp_path_factory) -> Path:
+    """A 4 min meeting three times over, as Opus: a small upload for a long job."""
+    from tests.media import encode_audio
+
+    audio = np.tile(meeting(64, seed=47).audio, 3)
+    return encode_audio(audio, tmp_path_factory.mktemp("h") / "twelve.ogg", "libopus", 48000)
 
 
 def test_an_openai_call_retried_by_its_client_makes_one_job_and_is_cancelled_when_left(
-    http, app_settings, serve_url, four_minute_wav
+    http, app_settings, serve_url, twelve_minute_ogg
 ):
     """The official client times out and retries twice: all three attempts share one job,
     and once no caller waits on it (plus the grace), it is cancelled. Before, three jobs ran
@@ -349,16 +353,17 @@ def test_an_openai_call_retried_by_its_client_makes_one_job_and_is_cancelled_whe
 
     client = OpenAI(base_url=f"{serve_url}/v1", api_key="unused", timeout=3.0, max_retries=2)
     before = jobs_created(app_settings)
-    # A diarized 4 min meeting takes far longer than the client's three 3 s attempts.
-    with pytest.raises(APITimeoutError), four_minute_wav.open("rb") as fh:
+    # A diarized 12 min meeting takes far longer than the client's three 3 s attempts and
+    # the grace after them.
+    with pytest.raises(APITimeoutError), twelve_minute_ogg.open("rb") as fh:
         client.audio.transcriptions.create(
             model="whisper-1", file=fh, response_format="diarized_json"
         )
     assert jobs_created(app_settings) - before == 1
     (job,) = http.get("/v1/jobs", params={"limit": 1}).json()["data"]
     deadline = time.monotonic() + app_settings.openai_abandon_grace_s + 20
-    while http.get(f"/v1/jobs/{job['id']}").json()["status"] != "cancelled":
-        assert time.monotonic() < deadline, "the abandoned call's job kept running"
+    while (now := http.get(f"/v1/jobs/{job['id']}").json())["status"] != "cancelled":
+        assert time.monotonic() < deadline, f"the abandoned call's job kept running: {now}"
         time.sleep(0.5)
 
 

@@ -263,6 +263,7 @@ class JobManager:
                     await self.start_job(job_id)
                 self._publish_gauges()
                 await self._expire_audio()
+                await self._cancel_unwaited()
                 if time.time() - last_trim > 3600:
                     await self._check_eviction()
                     horizon = self.config.result_ttl_s + self.config.job_timeout_s + 86400
@@ -306,6 +307,16 @@ class JobManager:
     def _publish_gauges(self) -> None:
         live = sum(1 for task in self.runners.values() if not task.done())
         metrics.set_jobs(queued=live - self.slots_held, running=self.slots_held)
+
+    async def _cancel_unwaited(self) -> None:
+        """An OpenAI call's job whose callers all went away is not worth finishing."""
+        cutoff = time.time() - self.config.openai_abandon_grace_s
+        for job_id in await self.store.unwaited_since(cutoff):
+            record = await self.store.get(job_id)
+            if record is not None and not record.status.terminal:
+                log.info("cancelling job %s: no caller has waited on it", job_id)
+                await self.cancel(job_id)
+            await self.store.forget_waited_on(job_id)
 
     async def _check_eviction(self) -> None:
         """Job state must never be evicted silently: say so loudly if Redis may evict."""

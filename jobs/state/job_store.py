@@ -17,6 +17,7 @@ Layout (prefix `sc:`):
   jobs:finished       zset id -> finished_at (retention janitor)
   idem:{owner}:{key}  job id for an Idempotency-Key
   webhooks:outbox     zset id -> when its webhook is next due
+  jobs:waited         zset id -> when a caller (OpenAI routes) last waited on it
   speaker:{id}, speakers:{owner}   enrolled voices (jobs/stitching/voiceprints.py)
 """
 
@@ -103,6 +104,7 @@ class JobStore:
         key_active: int = 0,
         key_bytes: int = 0,
         audio_bytes: int = 0,
+        waited_on: bool = False,
     ) -> JobRecord:
         """Store a new job atomically; with an idempotency key, an existing twin wins.
 
@@ -110,6 +112,8 @@ class JobStore:
         KeyQuotaFull when the record's owner has `key_active` active jobs or its stored
         audio plus `audio_bytes` would pass `key_bytes` (0: no such cap), all in the same
         step as the creation, so concurrent submissions cannot slip past a cap.
+        `waited_on`: a caller waits on this job (or on its idempotent twin); marked in the
+        same step, so however the caller goes, an unwaited job is found (mark_waited_on).
         """
         idem = (
             self._k("idem", record.owner or "-", record.idempotency_key)
@@ -125,6 +129,7 @@ class JobStore:
             self._k("job", record.id, "events"),
             idem,
             self._k("audio", "owner", record.owner) if record.owner else "",
+            self._k("jobs", "waited") if waited_on else "",
         ]
         args = [
             record.model_dump_json(),
@@ -138,6 +143,7 @@ class JobStore:
             key_active,
             key_bytes,
             audio_bytes,
+            time.time(),
         ]
         outcome, job_id = await self._create(keys=keys, args=args)
         if outcome == "full":
@@ -309,14 +315,17 @@ class JobStore:
             pipe.persist(self._k("job", job_id, "result"))
             await pipe.execute()
 
-    async def waiters(self, job_id: str, delta: int) -> int:
-        """Callers waiting on the job's answer (OpenAI routes): add `delta`, return the count."""
-        key = self._k("job", job_id, "waiters")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incrby(key, delta)
-            pipe.expire(key, int(self.result_ttl_s))
-            count, _ = await pipe.execute()
-        return int(count)
+    async def mark_waited_on(self, job_id: str) -> None:
+        """A caller waits on the job's answer now (OpenAI routes; jobs/pipeline/manager.py
+        cancels a job whose mark grows old)."""
+        await self.redis.zadd(self._k("jobs", "waited"), {job_id: time.time()})
+
+    async def forget_waited_on(self, job_id: str) -> None:
+        await self.redis.zrem(self._k("jobs", "waited"), job_id)
+
+    async def unwaited_since(self, cutoff: float) -> list[str]:
+        """Jobs no caller has marked since `cutoff`."""
+        return list(await self.redis.zrangebyscore(self._k("jobs", "waited"), 0, cutoff))
 
     async def result(self, job_id: str) -> str | None:
         return await self.redis.get(self._k("job", job_id, "result"))

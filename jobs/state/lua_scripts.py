@@ -8,14 +8,16 @@ A script runs alone on the server, so each check and its writes cannot be split.
 from __future__ import annotations
 
 # KEYS: job, active, created, owner ('' = none), events, idem ('' = none),
-#       owner's stored audio ('' = none: hash job id -> bytes)
+#       owner's stored audio ('' = none: hash job id -> bytes), jobs waited on ('' = the
+#       job has no waiting caller)
 # ARGV: record, id, created_at, progress, idem_ttl, max_active (0 = no cap), events_maxlen,
 #       job key prefix (to find an idempotent twin), the owner's active-job cap (0 = none),
-#       the owner's stored-bytes cap (0 = none), this upload's bytes
+#       the owner's stored-bytes cap (0 = none), this upload's bytes, now
 CREATE = """
 if KEYS[6] ~= '' then
   local existing = redis.call('GET', KEYS[6])
   if existing and redis.call('EXISTS', ARGV[8] .. existing) == 1 then
+    if KEYS[8] ~= '' then redis.call('ZADD', KEYS[8], ARGV[12], existing) end
     return {'existing', existing}
   end
 end
@@ -52,6 +54,7 @@ if KEYS[4] ~= '' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2]) end
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'data', ARGV[4])
 if KEYS[6] ~= '' then redis.call('SET', KEYS[6], ARGV[2], 'EX', ARGV[5]) end
 if KEYS[7] ~= '' then redis.call('HSET', KEYS[7], ARGV[2], ARGV[11]) end
+if KEYS[8] ~= '' then redis.call('ZADD', KEYS[8], ARGV[12], ARGV[2]) end
 return {'created', ARGV[2]}
 """
 

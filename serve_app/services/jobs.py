@@ -84,6 +84,7 @@ async def create_job(
     owner: str | None,
     idempotency_key: str | None = None,
     checked: bool = False,
+    waited_on: bool = False,
 ) -> JobRecord:
     """Store the upload durably, vet it, record the job, wake the manager. `checked`: the
     caller already ran check_job_options (the OpenAI routes check before reading audio)."""
@@ -120,6 +121,7 @@ async def create_job(
             key_active=settings.max_active_jobs_per_key,
             key_bytes=int(settings.max_stored_mb_per_key * 1e6),
             audio_bytes=await asyncio.to_thread(lambda: path.stat().st_size),
+            waited_on=waited_on,
         )
     except KeyQuotaFull as exc:
         await asyncio.to_thread(storage.delete, job_id)

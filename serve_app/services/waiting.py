@@ -3,10 +3,13 @@
 The official `openai` client gives up after its timeout and sends the same request again,
 twice by default, and it retries a 504 too. So a call's job is keyed by who asked, a hash of
 the file and every parameter that changes the output: a retry reuses the job it already
-started (or its finished result) instead of starting a second one. Every waiting caller is
-counted in Redis (so it holds across ingress replicas); when none has waited on a job for
-`openai_abandon_grace_s`, the job is cancelled: a caller who went away does not leave hours
-of model work behind. A cancelled twin is not reused: a later call starts afresh.
+started (or its finished result) instead of starting a second one. The job is marked as
+waited on in the same Redis step that creates or reuses it, and again every second while a
+caller waits (so this holds across ingress replicas and however the request ends: a
+disconnect can cancel it at any await, even while the upload is still being stored);
+the job manager cancels a job nobody has marked for `openai_abandon_grace_s`, so a caller
+who went away does not leave hours of model work behind. A cancelled twin is not reused:
+a later call starts afresh.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from serve_app.services.jobs import create_job
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0  # how soon a wait notices its caller has gone
-_leaving: set[asyncio.Task] = set()  # abandonment checks in flight (kept from the GC)
 
 
 def _file_digest(upload: UploadFile) -> str:
@@ -51,7 +53,7 @@ async def create_or_reuse(
     """The call's job: the one a retry of it started, or a new one."""
     for _ in range(3):
         await upload.seek(0)
-        job = await create_job(services, upload, options, owner, key, checked=True)
+        job = await create_job(services, upload, options, owner, key, checked=True, waited_on=True)
         if job.status is not JobStatus.CANCELLED:
             return job
         key = f"{key}:{job.id}"  # its caller gave up on it: this call starts afresh
@@ -61,42 +63,24 @@ async def create_or_reuse(
 async def wait_for_job(
     services: Services, job_id: str, timeout_s: float, request: Request
 ) -> JobRecord | None:
-    """The job once terminal (None: it expired); 504 after `timeout_s`."""
+    """The job once terminal (None: it expired); 504 after `timeout_s`. While it waits, the
+    job is marked as waited on every POLL_S; the job manager cancels a job whose mark is
+    older than openai_abandon_grace_s, however its callers went away."""
     store = services.store
-    await store.waiters(job_id, +1)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    try:
-        last_id = "0-0"
-        while loop.time() < deadline:
-            async for event_id, data in store.events(job_id, last_id, int(POLL_S * 1000)):
-                last_id = event_id
-                if data["status"] in ("completed", "failed", "cancelled"):
-                    break
-            record = await store.get(job_id)
-            if record is None or record.status.terminal:
-                return record
-            if await request.is_disconnected():
-                log.info("the caller waiting on job %s went away", job_id)
-                raise ApiError(499, "client_closed", "the caller closed the connection")
-    finally:  # also when Serve cancels this request because its client disconnected
-        task = asyncio.get_running_loop().create_task(_leave(services, job_id))
-        _leaving.add(task)
-        task.add_done_callback(_leaving.discard)
+    last_id = "0-0"
+    while loop.time() < deadline:
+        await store.mark_waited_on(job_id)
+        async for event_id, data in store.events(job_id, last_id, int(POLL_S * 1000)):
+            last_id = event_id
+            if data["status"] in ("completed", "failed", "cancelled"):
+                break
+        record = await store.get(job_id)
+        if record is None or record.status.terminal:
+            await store.forget_waited_on(job_id)
+            return record
+        if await request.is_disconnected():
+            log.info("the caller waiting on job %s went away", job_id)
+            raise ApiError(499, "client_closed", "the caller closed the connection")
     raise ApiError(504, "timeout", f"job {job_id} is still running; follow it at /v1/jobs/{job_id}")
-
-
-async def _leave(services: Services, job_id: str) -> None:
-    """One caller stopped waiting; cancel the job if nobody waits on it after the grace."""
-    try:
-        if await services.store.waiters(job_id, -1) > 0:
-            return
-        await asyncio.sleep(services.settings.openai_abandon_grace_s)
-        if await services.store.waiters(job_id, 0) > 0:
-            return  # a retry of the call came back for it
-        record = await services.store.get(job_id)
-        if record is not None and not record.status.terminal:
-            log.info("cancelling job %s: no caller has waited on it", job_id)
-            await services.manager.cancel.remote(job_id)
-    except Exception:  # a missed cancel costs work, never correctness
-        log.warning("abandonment check of job %s failed", job_id, exc_info=True)
