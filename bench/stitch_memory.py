@@ -102,16 +102,16 @@ class _Sink:
     async def checkpoint(self, job_id, field):
         return self.ckpt.get(field)
 
-    async def result_reset(self, job_id):
+    async def result_reset(self, job_id, lease=None):
         self.bytes = 0
 
-    async def result_append(self, job_id, chunk):
+    async def result_append(self, job_id, chunk, offset, lease=None):
         self.bytes += len(chunk)
 
-    async def result_commit(self, job_id):
+    async def result_commit(self, job_id, size, lease=None):
         pass
 
-    async def save_voices(self, job_id, voices):
+    async def save_voices(self, job_id, voices, lease=None):
         pass
 
 

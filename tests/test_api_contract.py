@@ -51,9 +51,10 @@ async def _complete(client, job_id: str) -> None:
         segments=segs,
         turns=[SpeakerTurn(start=w.start, end=w.end, speaker=w.speaker) for w in words],
     )
+    body = result.model_dump_json()
     await store.result_reset(job_id)
-    await store.result_append(job_id, result.model_dump_json())
-    await store.result_commit(job_id)
+    await store.result_append(job_id, body, 0)
+    await store.result_commit(job_id, len(body.encode()))
     record = await store.get(job_id)
     record.status, record.stage = JobStatus.COMPLETED, "completed"
     await store.finish(record)

@@ -379,18 +379,20 @@ class _MemorySink:
     async def checkpoint(self, job_id, field):
         return self.ckpt.get(field)
 
-    async def result_reset(self, job_id):
+    async def result_reset(self, job_id, lease=None):
         self.partial = None
 
-    async def result_append(self, job_id, chunk):
+    async def result_append(self, job_id, chunk, offset, lease=None):
         assert self.result is None, "nothing is visible before the commit"
+        assert offset == len((self.partial or "").encode()), "each chunk says where it goes"
         self.partial = (self.partial or "") + chunk
         self.appends += 1
 
-    async def result_commit(self, job_id):
+    async def result_commit(self, job_id, size, lease=None):
+        assert size == len(self.partial.encode())
         self.result, self.partial = self.partial, None
 
-    async def save_voices(self, job_id, voices):
+    async def save_voices(self, job_id, voices, lease=None):
         self.voices = voices
 
 

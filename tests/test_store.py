@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from jobs.state.job_store import JobStore
+from jobs.state.job_store import JobStore, LeaseLost
 from jobs.state.records import JobOptions, JobRecord, JobStatus
 
 
@@ -137,3 +137,88 @@ async def test_a_lease_has_one_holder_and_fences_progress_writes(store):
     assert not await store.claim(rec.id, "b", 5)
     await store.release(rec.id, "a")
     assert await store.claim(rec.id, "b", 5)
+
+
+async def test_result_writes_survive_a_resent_command(store):
+    """redis-py resends a command whose reply was lost: the server then sees it twice."""
+    rec = await store.create(_record())
+    assert await store.claim(rec.id, "tok", 30)
+    await store.result_reset(rec.id, "tok")
+    for _ in range(2):  # the first append and its resend
+        await store.result_append(rec.id, '{"a":"é",', 0, "tok")
+    await store.result_append(rec.id, '"b":1}', len('{"a":"é",'.encode()), "tok")
+    size = len('{"a":"é","b":1}'.encode())
+    await store.result_commit(rec.id, size, "tok")
+    await store.result_commit(rec.id, size, "tok")  # the resent RENAME finds it published
+    assert await store.result(rec.id) == '{"a":"é","b":1}'
+    assert await store.redis.ttl(store._k("job", rec.id, "result")) == -1
+    with pytest.raises(RuntimeError, match="out of step"):  # a chunk that would leave a hole
+        await store.result_append(rec.id, "x", 100, "tok")
+
+
+async def test_a_runner_that_lost_its_lease_writes_nothing(store):
+    rec = await store.create(_record())
+    assert await store.claim(rec.id, "old", 30)
+    await store.save_checkpoint(rec.id, "0:0-16000", "t", '{"v": 1}', "old")
+    await store.redis.delete(store._k("job", rec.id, "lease"))  # it expired while paused
+    assert await store.claim(rec.id, "new", 30)  # and another manager took the job
+    writes = [
+        store.save_checkpoint(rec.id, "0:0-16000", "t", '{"v": 2}', "old"),
+        store.save_language_pass(rec.id, "cut", "{}", "old"),
+        store.result_reset(rec.id, "old"),
+        store.result_append(rec.id, "{}", 0, "old"),
+        store.result_commit(rec.id, 2, "old"),
+        store.save_voices(rec.id, {"SPEAKER_00": "{}"}, "old"),
+    ]
+    for write in writes:
+        with pytest.raises(LeaseLost):
+            await write
+    rec.status, rec.stage = JobStatus.COMPLETED, "completed"
+    assert not await store.finish(rec, lease="old")
+    assert await store.checkpoint(rec.id, "0:0-16000:t") == '{"v": 1}'
+    assert await store.language_pass(rec.id) == {}
+    assert (await store.get(rec.id)).status is JobStatus.QUEUED
+    assert await store.finish(rec, lease="new")
+
+
+async def test_streamed_stitching_into_redis_with_every_write_sent_twice(store):
+    from deployments.core.schemas import Transcription, TranscriptSegment, Word
+    from deployments.core.splitter import SegmentPlan
+    from jobs.stitching import result_writer
+    from jobs.stitching.stitch import JobResult
+
+    class Resending:  # each write reaches Redis twice, as after a lost reply
+        def __getattr__(self, name):
+            method = getattr(store, name)
+            if not name.startswith(("result_", "save_")):
+                return method
+
+            async def twice(*args, **kwargs):
+                await method(*args, **kwargs)
+                return await method(*args, **kwargs)
+
+            return twice
+
+    rec = await store.create(_record())
+    assert await store.claim(rec.id, "tok", 30)
+    plans, words = [], []
+    for i in range(3):
+        plan = SegmentPlan(i, i * 160000, (i + 1) * 160000, False)
+        said = [
+            Word(start=j + 0.1, end=j + 0.6, text=f" w{i}{j}ü", probability=0.9) for j in range(9)
+        ]
+        seg = TranscriptSegment(start=0.1, end=8.6, text="".join(w.text for w in said), words=said)
+        payload = Transcription(
+            language="en", language_probability=1.0, duration=10.0, segments=[seg]
+        )
+        await store.save_checkpoint(rec.id, plan.key, "t", payload.model_dump_json(), "tok")
+        plans.append(plan)
+        words += [w.text.strip() for w in said]
+    original = result_writer.CHUNK_CHARS
+    result_writer.CHUNK_CHARS = 100  # many appends
+    try:
+        await result_writer.stitch_to_store(Resending(), rec.id, plans, 30.0, None, lease="tok")
+    finally:
+        result_writer.CHUNK_CHARS = original
+    result = JobResult.model_validate_json(await store.result(rec.id))
+    assert [w.text.strip() for s in result.segments for w in s.words] == words

@@ -101,8 +101,8 @@ class _Steps:
     `<step>`, by plan key) and each segment it redid is marked (`<plan>:<step>`), in the
     job's `lang` hash (apart from the segment checkpoints)."""
 
-    def __init__(self, store, job_id, plans, audio_path, transcribe, limit) -> None:
-        self.store, self.job_id, self.plans = store, job_id, plans
+    def __init__(self, store, job_id, plans, audio_path, transcribe, limit, lease) -> None:
+        self.store, self.job_id, self.plans, self.lease = store, job_id, plans, lease
         self.audio_path, self.transcribe, self.limit = audio_path, transcribe, limit
         self.index = {plan.key: i for i, plan in enumerate(plans)}
 
@@ -117,7 +117,7 @@ class _Steps:
                 }
         decided = await make()
         payload = {self.plans[i].key: o.model_dump_json() for i, o in decided.items()}
-        await self.store.save_language_pass(self.job_id, step, json.dumps(payload))
+        await self.store.save_language_pass(self.job_id, step, json.dumps(payload), self.lease)
         return decided
 
     async def run(self, step: str, options: dict[int, TranscribeOptions]) -> None:
@@ -126,7 +126,8 @@ class _Steps:
 
         async def call(plan: SegmentPlan, ref, opts: TranscribeOptions) -> None:
             await self.transcribe(plan, ref, opts)
-            await self.store.save_language_pass(self.job_id, f"{plan.key}:{step}", "1")
+            field = f"{plan.key}:{step}"
+            await self.store.save_language_pass(self.job_id, field, "1", self.lease)
 
         if todo:
             await _run(self.plans, self.audio_path, todo, call, self.limit)
@@ -143,6 +144,7 @@ async def settle_languages(
     changes: Callable | None = None,
     *,
     limit: int,
+    lease: str | None = None,
 ) -> Speakers | None:
     """Redo the segments whose language is in doubt (see the module's doc). Returns the
     recording's linked speakers when it linked them (diarized, several languages), so
@@ -155,13 +157,14 @@ async def settle_languages(
         changes: `await changes(plan, ref)` finds where the voice changes in one segment and
             saves it as the segment's "c" checkpoint (transcription-only jobs).
         limit: model calls in flight at once (the job's max_inflight_segments).
+        lease: the runner's lease, checked by every write (LeaseLost once it is lost).
 
     Each step's decisions (which segments, with which options) and each segment it has
     redone are checkpointed, keyed by the segment's plan: a resumed job repeats no step
     and no segment it already finished.
     """
     plans = sorted(plans, key=lambda p: (p.start, p.index))
-    step = _Steps(store, record.id, plans, audio_path, transcribe, limit)
+    step = _Steps(store, record.id, plans, audio_path, transcribe, limit, lease)
     found = await _languages(store, record.id, plans)
     sure = {lang for lang, p, _ in found if lang and p >= SURE_PROBABILITY}
     redo: dict[int, TranscribeOptions] = {}

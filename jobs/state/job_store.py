@@ -70,6 +70,10 @@ class KeyQuotaFull(Exception):
         self.what, self.used = what, used
 
 
+class LeaseLost(Exception):
+    """Another manager owns the job now; this runner stops without writing."""
+
+
 class JobStore:
     def __init__(
         self,
@@ -86,6 +90,9 @@ class JobStore:
         self._transition = self.redis.register_script(scripts.TRANSITION)
         self._claim = self.redis.register_script(scripts.CLAIM)
         self._release = self.redis.register_script(scripts.RELEASE)
+        self._hset = self.redis.register_script(scripts.FENCED_HSET)
+        self._append_at = self.redis.register_script(scripts.APPEND_AT)
+        self._commit = self.redis.register_script(scripts.COMMIT)
 
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -168,15 +175,18 @@ class JobStore:
         """
         return await self._apply("progress", record, lease=lease)
 
-    async def finish(self, record: JobRecord, webhook: dict | None = None) -> bool:
+    async def finish(
+        self, record: JobRecord, webhook: dict | None = None, lease: str | None = None
+    ) -> bool:
         """The one terminal transition: True for the writer that made it, False after.
 
         The webhook event, if any, is queued in the outbox in the same step, so a job that
-        finishes has exactly one event and a crash cannot lose it.
+        finishes has exactly one event and a crash cannot lose it. With `lease`, only the
+        runner holding it may finish the job.
         """
         assert record.status.terminal, "finish() takes a completed, failed or cancelled job"
         record.finished_at = record.finished_at or time.time()
-        return await self._apply("finish", record, webhook=webhook) == "ok"
+        return await self._apply("finish", record, lease=lease, webhook=webhook) == "ok"
 
     async def requeue(self, record: JobRecord) -> bool:
         """Failed or cancelled -> queued (retry); False if the job was not retryable."""
@@ -251,17 +261,31 @@ class JobStore:
         await self.redis.delete(self._k("job", job_id, "cancel"))
 
     # -- segments --------------------------------------------------------------------------
-    async def save_checkpoint(self, job_id: str, plan_key: str, part: str, payload: str) -> None:
+    async def save_checkpoint(
+        self, job_id: str, plan_key: str, part: str, payload: str, lease: str | None = None
+    ) -> None:
         """Keyed by the segment's plan (index and sample range), not its index alone: a
         resumed job that splits differently never stitches old words onto new times."""
-        await self.redis.hset(self._k("job", job_id, "ckpt"), f"{plan_key}:{part}", payload)
+        await self._fenced_hset(job_id, "ckpt", lease, {f"{plan_key}:{part}": payload})
+
+    async def _fenced_hset(
+        self, job_id: str, key: str, lease: str | None, fields: dict, replace: bool = False
+    ) -> None:
+        """HSET (after DEL with `replace`) only while `lease` is held; raises LeaseLost."""
+        args = [lease or "", "1" if replace else "0"]
+        for field, value in fields.items():
+            args += [field, value]
+        keys = [self._k("job", job_id, "lease"), self._k("job", job_id, *key.split(":"))]
+        _fenced(await self._hset(keys=keys, args=args))
 
     async def language_pass(self, job_id: str) -> dict[str, str]:
         """What the language pass recorded of its progress (field -> value)."""
         return await self.redis.hgetall(self._k("job", job_id, "lang"))
 
-    async def save_language_pass(self, job_id: str, field: str, value: str) -> None:
-        await self.redis.hset(self._k("job", job_id, "lang"), field, value)
+    async def save_language_pass(
+        self, job_id: str, field: str, value: str, lease: str | None = None
+    ) -> None:
+        await self._fenced_hset(job_id, "lang", lease, {field: value})
 
     async def checkpoint_keys(self, job_id: str) -> set[str]:
         return set(await self.redis.hkeys(self._k("job", job_id, "ckpt")))
@@ -284,36 +308,37 @@ class JobStore:
     async def checkpoint(self, job_id: str, field: str) -> str | None:
         return await self.redis.hget(self._k("job", job_id, "ckpt"), field)
 
-    async def result_reset(self, job_id: str) -> None:
-        await self.redis.delete(self._k("job", job_id, "result", "partial"))
+    async def result_reset(self, job_id: str, lease: str | None = None) -> None:
+        await self._fenced_hset(job_id, "result:partial", lease, {}, replace=True)
 
-    async def result_append(self, job_id: str, chunk: str) -> None:
-        """Append to the result being written (jobs.stitching.result_writer); not visible yet."""
-        key = self._k("job", job_id, "result", "partial")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.append(key, chunk)
-            pipe.expire(key, self.result_ttl_s)  # an abandoned partial result expires
-            await pipe.execute()
+    async def result_append(
+        self, job_id: str, chunk: str, offset: int, lease: str | None = None
+    ) -> None:
+        """Append `chunk` at byte `offset` of the result being written; not visible yet.
 
-    async def save_voices(self, job_id: str, voices: dict[str, str]) -> None:
+        Sent twice (a resend after a lost reply), the chunk is written once.
+        """
+        keys = [self._k("job", job_id, "lease"), self._k("job", job_id, "result", "partial")]
+        args = [lease or "", offset, chunk, self.result_ttl_s]
+        _fenced(await self._append_at(keys=keys, args=args))
+
+    async def result_commit(self, job_id: str, size: int, lease: str | None = None) -> None:
+        """Publish the `size` bytes written by result_append, in one step (resend-safe)."""
+        keys = [
+            self._k("job", job_id, "lease"),
+            self._k("job", job_id, "result", "partial"),
+            self._k("job", job_id, "result"),
+        ]
+        _fenced(await self._commit(keys=keys, args=[lease or "", size]))
+
+    async def save_voices(
+        self, job_id: str, voices: dict[str, str], lease: str | None = None
+    ) -> None:
         """Each speaker's voice in a finished job (label -> JSON), for naming it later."""
-        key = self._k("job", job_id, "voices")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(key)
-            if voices:
-                pipe.hset(key, mapping=voices)
-            await pipe.execute()
+        await self._fenced_hset(job_id, "voices", lease, voices, replace=True)
 
     async def voice(self, job_id: str, label: str) -> str | None:
         return await self.redis.hget(self._k("job", job_id, "voices"), label)
-
-    async def result_commit(self, job_id: str) -> None:
-        """Publish the result written by result_append, in one step."""
-        partial = self._k("job", job_id, "result", "partial")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rename(partial, self._k("job", job_id, "result"))
-            pipe.persist(self._k("job", job_id, "result"))
-            await pipe.execute()
 
     async def mark_waited_on(self, job_id: str) -> None:
         """A caller waits on the job's answer now (OpenAI routes; jobs/pipeline/manager.py
@@ -364,3 +389,10 @@ class JobStore:
         async for key in self.redis.scan_iter(match=self._k("jobs", "owner", "*"), count=500):
             removed += await self.redis.zremrangebyscore(key, 0, created_before)
         return int(removed)
+
+
+def _fenced(outcome: str) -> None:
+    if outcome == "lease":
+        raise LeaseLost
+    if outcome != "ok":  # only a second writer without the lease could leave a gap
+        raise RuntimeError(f"result write found the partial result out of step ({outcome})")

@@ -118,3 +118,51 @@ if not due or tonumber(due) > tonumber(ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 return 1
 """
+
+# Writes a runner makes while it works. Each is fenced by its lease (a runner that lost
+# the job to another manager writes nothing) and safe to send twice: redis-py resends a
+# command whose reply was lost, and a second APPEND or RENAME would corrupt or fail.
+_FENCE = "if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lease' end\n"
+
+# KEYS: lease, key.  ARGV: token, replace ('1' = delete the key first), field, value, ...
+FENCED_HSET = (
+    _FENCE
+    + """
+if ARGV[2] == '1' then redis.call('DEL', KEYS[2]) end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+return 'ok'
+"""
+)
+
+# KEYS: lease, partial result.  ARGV: token, byte offset the chunk starts at, chunk, ttl.
+# A resent append finds its chunk already there and does nothing.
+APPEND_AT = (
+    _FENCE
+    + """
+local size, offset = redis.call('STRLEN', KEYS[2]), tonumber(ARGV[2])
+if size == offset then
+  redis.call('APPEND', KEYS[2], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+  return 'ok'
+end
+if size == offset + string.len(ARGV[3]) then return 'ok' end
+return 'gap'
+"""
+)
+
+# KEYS: lease, partial result, result.  ARGV: token, the result's length in bytes.
+# A resent commit finds the result published (of the same length) and succeeds.
+COMMIT = (
+    _FENCE
+    + """
+if redis.call('STRLEN', KEYS[2]) == tonumber(ARGV[2]) then
+  redis.call('RENAME', KEYS[2], KEYS[3])
+  redis.call('PERSIST', KEYS[3])
+  return 'ok'
+end
+if redis.call('EXISTS', KEYS[2]) == 0 and redis.call('STRLEN', KEYS[3]) == tonumber(ARGV[2]) then
+  return 'ok'
+end
+return 'gap'
+"""
+)

@@ -25,18 +25,25 @@ CHUNK_CHARS = 256 * 1024  # append to Redis in pieces about this size
 
 
 class ResultSink(Protocol):
+    """Where results go (a JobStore); each write is fenced by the runner's `lease`."""
+
     async def checkpoint(self, job_id: str, field: str) -> str | None: ...
-    async def result_reset(self, job_id: str) -> None: ...
-    async def result_append(self, job_id: str, chunk: str) -> None: ...
-    async def result_commit(self, job_id: str) -> None: ...
-    async def save_voices(self, job_id: str, voices: dict[str, str]) -> None: ...
+    async def result_reset(self, job_id: str, lease: str | None = None) -> None: ...
+    async def result_append(
+        self, job_id: str, chunk: str, offset: int, lease: str | None = None
+    ) -> None: ...
+    async def result_commit(self, job_id: str, size: int, lease: str | None = None) -> None: ...
+    async def save_voices(
+        self, job_id: str, voices: dict[str, str], lease: str | None = None
+    ) -> None: ...
 
 
 class _Writer:
-    def __init__(self, store: ResultSink, job_id: str) -> None:
-        self.store, self.job_id = store, job_id
+    def __init__(self, store: ResultSink, job_id: str, lease: str | None) -> None:
+        self.store, self.job_id, self.lease = store, job_id, lease
         self._buffer: list[str] = []
         self._size = 0
+        self.written = 0  # bytes appended so far: where the next chunk starts
 
     async def write(self, text: str) -> None:
         self._buffer.append(text)
@@ -46,8 +53,14 @@ class _Writer:
 
     async def flush(self) -> None:
         if self._buffer:
-            await self.store.result_append(self.job_id, "".join(self._buffer))
+            chunk = "".join(self._buffer)
+            await self.store.result_append(self.job_id, chunk, self.written, self.lease)
+            self.written += len(chunk.encode())
             self._buffer, self._size = [], 0
+
+    async def commit(self) -> None:
+        await self.flush()
+        await self.store.result_commit(self.job_id, self.written, self.lease)
 
 
 async def _load(store: ResultSink, job_id: str, field: str) -> str:
@@ -86,6 +99,7 @@ async def stitch_to_store(
     known: list[KnownSpeaker] | None = None,
     task: str = "transcribe",
     speakers: Speakers | None = None,
+    lease: str | None = None,
 ) -> None:
     """Write the stitched JobResult of `plans` (this run's, in time order) under the job.
 
@@ -100,6 +114,8 @@ async def stitch_to_store(
         task: "translate" when the transcriptions are English translations.
         speakers: the speakers of `plans` already linked with `known` (the language pass
             links them), or None to link them here.
+        lease: the runner's lease; every write checks it (LeaseLost when another runner
+            owns the job).
     """
     if speakers is None or diarize is None:
         speakers = await _link(store, job_id, plans, diarize, sample_rate, known)
@@ -112,10 +128,11 @@ async def stitch_to_store(
             )
             for name, v in speakers.voices.items()
         },
+        lease,
     )
 
-    await store.result_reset(job_id)  # a partial result of an interrupted run
-    out = _Writer(store, job_id)
+    await store.result_reset(job_id, lease)  # a partial result of an interrupted run
+    out = _Writer(store, job_id, lease)
     await out.write('{"segments":[')
     stitcher, first = Stitcher(speakers, sample_rate, task), True
 
@@ -131,5 +148,4 @@ async def stitch_to_store(
     await emit(stitcher.close())
     rest = stitcher.result(duration, []).model_dump(mode="json", exclude={"segments"})
     await out.write("]," + json.dumps(rest, separators=(",", ":"))[1:])
-    await out.flush()
-    await store.result_commit(job_id)
+    await out.commit()
