@@ -45,11 +45,13 @@ def encode_audio(
     rate: int = SAMPLE_RATE,
     channels: int = 1,
     streamed: bool = False,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """Write 16 kHz mono float audio as `codec` at `rate` Hz with `channels` channels.
 
     `streamed` muxes as if to a pipe: the muxer cannot seek back, so containers such as
-    WebM carry no duration (PyAV reports None), as in live recordings.
+    WebM carry no duration (PyAV reports None), as in live recordings. `options` go to
+    the muxer (e.g. {"movflags": "faststart"}: an MP4's index before its audio).
     """
     import av
 
@@ -61,7 +63,7 @@ def encode_audio(
             pipe = _Pipe(stack.enter_context(path.open("wb")))
             container = stack.enter_context(av.open(pipe, "w", format=path.suffix[1:]))
         else:
-            container = stack.enter_context(av.open(str(path), "w"))
+            container = stack.enter_context(av.open(str(path), "w", options=options or {}))
         stream = container.add_stream(codec, rate=rate, layout=layout)
         fmt = stream.codec_context.format.name
         frame_size = stream.codec_context.frame_size or 1024

@@ -7,6 +7,7 @@ memory holds the decoded samples and one frame, never a second copy of the input
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -16,6 +17,7 @@ import numpy as np
 from deployments.core.schemas import SAMPLE_RATE
 
 MIN_DURATION_S = 0.25  # shorter audio cannot hold a spoken word
+log = logging.getLogger(__name__)
 
 
 class AudioDecodeError(ValueError):
@@ -44,12 +46,22 @@ def _open(source: Source):
             metadata_errors="ignore",
         )
     except av.error.FFmpegError as exc:
+        log.info("cannot open %s: %s", source if isinstance(source, (str, Path)) else "", exc)
         raise AudioDecodeError(
             "unsupported_media",
-            f"The file could not be read as audio or video ({type(exc).__name__}: "
-            f"{getattr(exc, 'strerror', None) or exc}). Upload a format FFmpeg decodes, "
-            "such as WAV, FLAC, MP3, OGG, M4A or WebM.",
+            f"The file could not be read as audio or video ({_reason(exc)}). Upload a format "
+            "FFmpeg decodes, such as WAV, FLAC, MP3, OGG, M4A or WebM.",
         ) from exc
+
+
+def _reason(exc: Exception) -> str:
+    """FFmpeg's reason without the file name: str(exc) ends with the server's storage path."""
+    reason = getattr(exc, "strerror", None)
+    return (
+        reason.strip().rstrip(".")
+        if isinstance(reason, str) and reason.strip()
+        else "unreadable data"
+    )
 
 
 def _too_long(max_s: float, limit_name: str) -> AudioDecodeError:
@@ -103,8 +115,10 @@ def iter_audio_blocks(
                 pending.append(out.to_ndarray().reshape(-1))
                 total += pending[-1].size
         except av.error.FFmpegError as exc:
+            log.info("decoding failed: %s", exc)
             raise AudioDecodeError(
-                "corrupt_audio", f"The audio stream is corrupt and could not be decoded: {exc}"
+                "corrupt_audio",
+                f"The audio stream is corrupt and could not be decoded ({_reason(exc)}).",
             ) from exc
         if limit is not None and total > limit:
             raise _too_long(max_s, limit_name)

@@ -28,7 +28,7 @@ from deployments.core.splitter import NEAR_TARGET_S, SegmentPlan, split_stream
 from deployments.replicas.transcriber import deployment_name
 from jobs.integrations import metrics
 from jobs.pipeline.language_pass import settle_languages
-from jobs.state.job_store import JobStore
+from jobs.state.job_store import JobStore, LeaseLost
 from jobs.state.records import JobRecord, JobStatus
 from jobs.stitching.result_writer import stitch_to_store
 
@@ -45,6 +45,9 @@ PARTS: dict[str, tuple[str, str, type[BaseModel]]] = {
 }
 
 
+_ROLE = {"t": "transcription", "d": "diarization", "c": "diarization"}
+
+
 class SegmentFailed(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -53,10 +56,6 @@ class SegmentFailed(Exception):
 
 class JobCancelled(Exception):
     pass
-
-
-class LeaseLost(Exception):
-    """Another manager owns the job now; this runner stops without writing."""
 
 
 class JobPipeline:
@@ -158,9 +157,10 @@ class JobPipeline:
                 report,
                 changes,
                 limit=self.config.max_inflight_segments,
+                lease=lease,
             )
         await progress.set_status(JobStatus.STITCHING, "stitching segments")
-        await self._stitch(record, plans, parts, speakers)
+        await self._stitch(record, plans, parts, speakers, lease)
 
     async def _segment(
         self, record: JobRecord, plan: SegmentPlan, ref, todo: list[str], progress: _Progress
@@ -217,7 +217,7 @@ class JobPipeline:
                 data = raw.model_dump() if isinstance(raw, BaseModel) else raw
                 result = result_type.model_validate(data)
                 await self.store.save_checkpoint(
-                    record.id, plan.key, part, result.model_dump_json()
+                    record.id, plan.key, part, result.model_dump_json(), progress.lease
                 )
                 progress.part_done(plan.index, part)
                 audio_s = (plan.end - plan.start) / 16000
@@ -225,9 +225,11 @@ class JobPipeline:
                 return
             except TimeoutError:
                 response.cancel()
-                last_error = f"{deployment} did not answer within {cfg.segment_timeout_s:.0f} s"
+                last_error = (
+                    f"the {_ROLE[part]} model did not answer within {cfg.segment_timeout_s:.0f} s"
+                )
             except ValidationError as exc:
-                failure, last_error = exc, f"{deployment} returned data of the wrong shape"
+                failure, last_error = exc, f"the {_ROLE[part]} model returned malformed data"
             except asyncio.CancelledError:
                 response.cancel()
                 raise
@@ -236,8 +238,8 @@ class JobPipeline:
                 if isinstance(cause, InputRejected):
                     log.warning("job %s %s %s rejected", record.id, where, part, exc_info=exc)
                     raise SegmentFailed("input_rejected", f"{where}: {one_line(cause)}") from None
-                failure = exc
-                last_error = f"{deployment} failed: {type(cause).__name__}: {one_line(cause)}"
+                # Replica errors carry actor ids and device details: the log gets them.
+                failure, last_error = exc, f"the {_ROLE[part]} model failed"
             log.warning(
                 "job %s segment %d %s attempt %d: %s",
                 record.id,
@@ -252,11 +254,17 @@ class JobPipeline:
                 await asyncio.sleep(min(cfg.retry_base_s * 2 ** (attempt - 1), 60.0))
         raise SegmentFailed(
             "segment_failed",
-            f"{where} failed {cfg.segment_max_attempts} times; last error: {last_error}",
+            f"{where} failed {cfg.segment_max_attempts} times; last error: {last_error} "
+            "(details are in the job manager's log).",
         )
 
     async def _stitch(
-        self, record: JobRecord, plans: list[SegmentPlan], parts: list[str], speakers=None
+        self,
+        record: JobRecord,
+        plans: list[SegmentPlan],
+        parts: list[str],
+        speakers=None,
+        lease: str | None = None,
     ) -> None:
         # This run's plans, not whatever an earlier run stored: checkpoints of another
         # split have other keys and are never used.
@@ -273,6 +281,7 @@ class JobPipeline:
             known=known,
             task=record.options.task,
             speakers=speakers,
+            lease=lease,
         )
 
 
