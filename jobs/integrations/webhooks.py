@@ -21,6 +21,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import socket
 import time
 from collections.abc import Sequence
@@ -37,6 +38,10 @@ IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 class WebhookRefused(ValueError):
     """The URL points somewhere the service must not send requests."""
+
+
+class WebhookUnresolved(OSError):
+    """The host name did not resolve this time (DNS down or the name unknown): retried."""
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -56,9 +61,21 @@ def verify(secret: str, header: str, body: bytes, tolerance_s: float = 300) -> b
     return hmac.compare_digest(sign(secret, timestamp, body), header)
 
 
+# IPv6 forms that carry an IPv4 address a gateway may deliver to: NAT64 (RFC 6052's
+# well-known prefix) and the deprecated IPv4-compatible form keep it in the low 32 bits.
+_LOW32 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::/96"))
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # local-use: embeds it anywhere
+
+
 def _public(ip: IP) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _NAT64_LOCAL:
+            return False
+        inner = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
+        if any(ip in net for net in _LOW32):
+            inner.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if any(v4 is not None and not _public(v4) for v4 in inner):
+            return False
     return ip.is_global and not ip.is_multicast
 
 
@@ -103,19 +120,30 @@ def _ascii_host(host: str) -> str:
         raise WebhookRefused("webhook_url has a host name that is not valid IDNA") from None
 
 
+_LEGACY_V4 = re.compile(r"^[0-9a-fA-FxX.]+$")
+
+
 def _literal(host: str) -> IP | None:
+    """The address `host` names literally, in any form a resolver accepts: besides
+    dotted quads, the legacy forms 2130706433, 0x7f000001, 0177.0.0.1 and 127.1."""
     try:
         return ipaddress.ip_address(host)
     except ValueError:
-        return None
+        pass
+    if _LEGACY_V4.match(host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain"):
+        return ipaddress.IPv4Address("127.0.0.1")  # whatever a resolver's hosts file says
+    return None
 
 
 def check_url(url: str, allow: Sequence[str]) -> None:
     """Submit-time check without DNS: refuse literal internal addresses and bad URLs."""
     _, host, _ = _split(url)
     ip = _literal(host)
-    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain"):
-        ip = ipaddress.ip_address("127.0.0.1")
     if ip is not None and not _allowed(host, ip, allow):
         raise WebhookRefused(
             f"webhook_url: {host} is a private, loopback, link-local or reserved address; "
@@ -133,8 +161,8 @@ async def resolve_checked(url: str, allow: Sequence[str], resolver=None) -> tupl
         resolve = resolver or _getaddrinfo
         try:
             addresses = await resolve(host, port)
-        except OSError as exc:
-            raise WebhookRefused(f"webhook host {host} does not resolve ({exc})") from None
+        except OSError as exc:  # often temporary: the delivery is tried again later
+            raise WebhookUnresolved(f"webhook host {host} did not resolve ({exc})") from None
     refused = [str(a) for a in addresses if not _allowed(host, a, allow)]
     if refused or not addresses:
         raise WebhookRefused(f"webhook host {host} resolves to a non-public address {refused}")
@@ -185,7 +213,9 @@ async def _post(url, payload, secret, event_id, allow, timeout_s, resolver) -> t
     try:
         host, ip = await resolve_checked(url, allow, resolver)
     except WebhookRefused as exc:
-        return False, f"refused: {exc}"
+        return False, f"refused: {exc}"  # the address policy: never tried again
+    except WebhookUnresolved as exc:
+        return False, str(exc)
     port = urlsplit(url).port
     name = f"[{host}]" if ":" in host else host  # an IPv6 literal
     headers = {
