@@ -1,8 +1,14 @@
-"""One JSON error shape for every failure: {"error": {"code": ..., "message": ...}}."""
+"""One JSON error shape for every failure: {"error": {"code": ..., "message": ...}}.
+
+The OpenAI-compatible routes (/v1/audio/...) answer as OpenAI does instead, so its clients
+parse and act on them: {"error": {"message", "type", "param", "code"}}, and 400 for a
+request that fails validation (never 422).
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,10 +22,16 @@ RETRY_AFTER_S = 5  # a Redis restart or a replica replacement takes seconds
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers
+        self.param = param or _param_of(message)
 
 
 def retry_later(status: int, code: str, message: str, after_s: int = RETRY_AFTER_S) -> ApiError:
@@ -29,6 +41,43 @@ def retry_later(status: int, code: str, message: str, after_s: int = RETRY_AFTER
 
 def error_body(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message}}
+
+
+_PARAM = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")  # "language: ..." names its field
+
+
+def _param_of(message: str) -> str | None:
+    found = _PARAM.match(message)
+    return found.group(1) if found else None
+
+
+def _openai_type(status: int) -> str:
+    if status == 429:
+        return "rate_limit_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def shaped(
+    path: str, status: int, code: str, message: str, param: str | None = None
+) -> tuple[int, dict]:
+    """(status, body) in the shape the route's callers expect."""
+    if "/v1/audio/" not in path:
+        return status, error_body(code, message)
+    status = 400 if status == 422 else status
+    body = {"message": message, "type": _openai_type(status), "param": param, "code": code}
+    return status, {"error": body}
+
+
+def respond(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
+) -> JSONResponse:
+    status, body = shaped(request.url.path, status, code, message, param)
+    return JSONResponse(body, status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -80,27 +129,28 @@ def _ray_unavailable(exc: BaseException) -> bool:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message), exc.status, headers=exc.headers)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return respond(request, exc.status, exc.code, exc.message, exc.headers, exc.param)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(error_body("invalid_parameter", _validation_message(exc)), 422)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message = _validation_message(exc)
+        return respond(request, 422, "invalid_parameter", message, param=_param_of(message))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code)
+        return respond(request, exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         mapped = classify(exc)
         if mapped is not None:
             status, code, message = mapped
             log.warning("%s: %s", code, type(exc).__name__, exc_info=exc)
             headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
-            return JSONResponse(error_body(code, message), status, headers=headers)
+            return respond(request, status, code, message, headers)
         log.exception("unhandled error")
         # Exception text can carry a remote traceback: it goes to the log, never to the user.
         message = f"internal error ({type(exc).__name__}); details are in the server log"
-        return JSONResponse(error_body("internal_error", message), 500)
+        return respond(request, 500, "internal_error", message)

@@ -6,7 +6,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve_app.errors import error_body
+from serve_app.errors import shaped
 from serve_app.services.context import upload_limit_bytes
 
 
@@ -32,7 +32,7 @@ class BodySizeLimit:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            await self._reject(send, max_bytes)
+            await self._reject(send, max_bytes, scope.get("path", ""))
             return
         seen = 0
         started = exceeded = False
@@ -64,18 +64,17 @@ class BodySizeLimit:
             if not exceeded:
                 raise
         if exceeded and not started:
-            await self._reject(send, max_bytes)
+            await self._reject(send, max_bytes, scope.get("path", ""))
 
     @staticmethod
-    async def _reject(send: Send, max_bytes: int) -> None:
-        mb = max_bytes / 1e6
-        body = json.dumps(
-            error_body("file_too_large", f"The upload exceeds the {mb:g} MB limit (max_upload_mb).")
-        ).encode()
+    async def _reject(send: Send, max_bytes: int, path: str) -> None:
+        message = f"The upload exceeds the {max_bytes / 1e6:g} MB limit (max_upload_mb)."
+        status, payload = shaped(path, 413, "file_too_large", message, "file")
+        body = json.dumps(payload).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": status,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),

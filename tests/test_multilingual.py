@@ -173,7 +173,8 @@ def test_invalid_language_or_model_gets_a_4xx_naming_the_choices(http, form, nam
         if url.endswith("transcriptions") and data.pop("task", None):
             url = "/v1/audio/translations"
         r = http.post(url, files={"file": ("a.wav", jfk_wav)}, data=data)
-        assert r.status_code in (400, 422), r.text
+        # The jobs API's documented 422; OpenAI's 400 on its routes (issue 22 item 11).
+        assert r.status_code == (422 if url == "/v1/jobs" else 400), r.text
         assert named in r.json()["error"]["message"], r.text
 
 

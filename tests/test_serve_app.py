@@ -55,11 +55,16 @@ def test_non_audio_gets_400_with_json_error(http, content, name, code):
     assert "file" in r.json()["error"]["message"]
 
 
-def test_bad_parameters_get_422_naming_them(http):
-    r = _transcribe(http, JFK.read_bytes(), response_format="docx")
-    assert r.status_code == 422 and "response_format" in r.json()["error"]["message"]
-    r = _transcribe(http, JFK.read_bytes(), temperature="hot")
-    assert r.status_code == 422 and "temperature" in r.json()["error"]["message"]
+def test_bad_parameters_get_400_naming_them_as_openai_does(http):
+    for form, param in (
+        ({"response_format": "docx"}, "response_format"),
+        ({"temperature": "hot"}, "temperature"),
+    ):
+        r = _transcribe(http, JFK.read_bytes(), **form)
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == param and error["type"] == "invalid_request_error", error
+        assert param in error["message"]
 
 
 def test_unknown_model_gets_400(http):
@@ -69,11 +74,12 @@ def test_unknown_model_gets_400(http):
         data={"model": "gpt-9"},
     )
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_model"
+    assert r.json()["error"]["param"] == "model"
 
 
-def test_missing_file_gets_422(http):
+def test_missing_file_gets_400(http):
     r = http.post("/v1/audio/transcriptions", data={"model": "whisper-1"})
-    assert r.status_code == 422 and "file" in r.json()["error"]["message"]
+    assert r.status_code == 400 and r.json()["error"]["param"] == "file", r.text
 
 
 def test_oversize_upload_gets_413_and_server_keeps_serving(http):

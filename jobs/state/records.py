@@ -44,6 +44,8 @@ class JobOptions(BaseModel):
     word_timestamps: bool = True
     segment_s: float = Field(30.0, ge=10.0, le=120.0, description="Target segment length.")
     initial_prompt: str | None = Field(None, max_length=2000)
+    # Sampling temperature of the first decode (faster-whisper falls back higher on failure).
+    temperature: float = Field(0.0, ge=0.0, le=1.0)
     webhook_url: str | None = Field(
         None, max_length=2000, pattern=r"^https?://[^\s/]+", description="http(s) URL"
     )
@@ -82,6 +84,7 @@ class JobOptions(BaseModel):
             task=self.task,
             word_timestamps=self.word_timestamps,
             initial_prompt=self.initial_prompt,
+            temperature=self.temperature,
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NoReturn
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
@@ -13,7 +13,7 @@ from fastapi.responses import Response
 
 from deployments.core.audio import AudioDecodeError, Source, decode_audio
 from deployments.core.schemas import SAMPLE_RATE, TranscribeOptions, Transcription
-from jobs.state.records import JobStatus
+from jobs.state.records import JobRecord, JobStatus
 from jobs.stitching.stitch import JobResult
 from serve_app.auth import Caller
 from serve_app.errors import ApiError
@@ -45,8 +45,9 @@ async def read_audio(upload: UploadFile, max_s: float) -> np.ndarray | None:
         raise ApiError(400, exc.code, f"file: {exc.message}") from exc
 
 
-# Job failures the input caused, answered as the caller's error.
-INPUT_FAILURES = {"input_rejected": 422, "audio_too_long": 413, "corrupt_audio": 422}
+# Job failures the input caused, answered as the caller's error (OpenAI's client retries
+# 408, 409, 429 and 5xx answers, so these must not be among them).
+INPUT_FAILURES = {"input_rejected": 400, "audio_too_long": 413, "corrupt_audio": 400}
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
 TranslationFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 
@@ -188,6 +189,7 @@ async def _respond(
             task=request.task,
             language=request.language,
             initial_prompt=request.prompt,
+            temperature=request.temperature,
             diarize=diarize,
             word_timestamps=True,
             known_speakers=known,
@@ -198,12 +200,7 @@ async def _respond(
             timeout = max(600.0, 2 * (submitted.duration or 0))
             record = await wait_for_job(services, submitted.id, timeout, http)
         if record is None or record.status is not JobStatus.COMPLETED:
-            error = f"{record.error_code}: {record.error_message}" if record else "expired"
-            # Input the models reject is the caller's to fix: a 4xx, not a server error.
-            status = INPUT_FAILURES.get(record.error_code, 500) if record else 500
-            raise ApiError(
-                status, "job_failed", f"transcription job {submitted.id} failed: {error}"
-            )
+            _job_error(submitted.id, record)
         raw = await services.store.result(record.id)
         result = await asyncio.to_thread(JobResult.model_validate_json, raw)
     # Rendering a long transcript is CPU work: off the event loop.
@@ -215,3 +212,14 @@ async def _respond(
         uri=file.filename or "audio",
     )
     return Response(body, media_type=media_type)
+
+
+def _job_error(job_id: str, record: JobRecord | None) -> NoReturn:
+    """Why the call's job has no result, as the status OpenAI's client acts on."""
+    if record is None:
+        raise ApiError(410, "job_expired", f"transcription job {job_id} expired; send it again")
+    if record.status is JobStatus.CANCELLED:
+        raise ApiError(400, "job_cancelled", f"transcription job {job_id} was cancelled")
+    error = f"{record.error_code}: {record.error_message}"
+    status = INPUT_FAILURES.get(record.error_code or "", 500)  # else the server's failure
+    raise ApiError(status, "job_failed", f"transcription job {job_id} failed: {error}")

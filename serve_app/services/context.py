@@ -45,7 +45,7 @@ class Services:
             return self.settings.whisper_model
         if requested not in self.settings.whisper_models:
             raise ApiError(
-                400,
+                422,  # the OpenAI routes answer 400, as OpenAI does
                 "invalid_model",
                 f"model: {requested!r} is not served; use one of {list(self.served_models)}",
             )
