@@ -28,6 +28,7 @@ from jobs.config import JobsConfig
 from jobs.integrations import metrics
 from jobs.pipeline.job_pipeline import JobCancelled, JobPipeline, LeaseLost, SegmentFailed
 from jobs.state.audio_files import AudioStorage
+from jobs.state.job_index import trim_listing
 from jobs.state.job_store import JobStore
 from jobs.state.outbox import WebhookOutbox, event_for
 from jobs.state.records import JobRecord, JobStatus
@@ -60,6 +61,8 @@ class JobManager:
         self.token = uuid.uuid4().hex  # this replica's lease token
         self.runners: dict[str, asyncio.Task] = {}
         self.stopping: set[str] = set()  # runners cancelled on purpose (cancel, lost lease)
+        self.counted: set[str] = set()  # jobs whose run this replica counted as an attempt
+        self.closing = False  # Serve is stopping this replica gracefully (see __del__)
         self.job_slots = asyncio.Semaphore(config.max_concurrent_jobs)
         self.segments = JobPipeline(self.store, config)
         if transcriber is not None and diarizer is not None:  # this application's replicas
@@ -76,6 +79,8 @@ class JobManager:
             self._start_loops()
 
     def _start_loops(self) -> None:
+        if self.closing:  # health checks go on during a graceful stop: start nothing
+            return
         if not self.loops or any(t.done() for t in self.loops):
             for task in self.loops:
                 task.cancel()
@@ -98,6 +103,8 @@ class JobManager:
 
     async def start_job(self, job_id: str) -> None:
         """Begin (or resume) a job already stored in Redis. Idempotent."""
+        if self.closing:
+            return  # stopping: the next manager's watchdog starts it
         self._start_loops()
         task = self.runners.get(job_id)
         if task is None or task.done():
@@ -125,7 +132,7 @@ class JobManager:
             await asyncio.gather(task, return_exceptions=True)
         record = await self.store.get(job_id)
         if record is not None and not record.status.terminal:
-            await self._finish(record, JobStatus.CANCELLED, "cancelled by request")
+            await self._finish(record, JobStatus.CANCELLED, "cancelled by request", lease=False)
         record = await self.store.get(job_id)
         if record is not None and record.status is JobStatus.CANCELLED:
             # Its audio goes now, not after audio_ttl_s: "upload, cancel" in a loop cannot
@@ -160,8 +167,11 @@ class JobManager:
         finally:
             if renewer is not None:
                 renewer.cancel()
+            if claimed and self.closing and job_id in self.counted:
+                await asyncio.shield(self._uncount(job_id))
             if claimed:
                 await asyncio.shield(self._release(job_id))
+            self.counted.discard(job_id)
             self.stopping.discard(job_id)
             self.runners.pop(job_id, None)
             self.slots_held -= held
@@ -181,6 +191,34 @@ class JobManager:
                 runner.cancel()
                 return
 
+    async def _uncount(self, job_id: str) -> None:
+        """A graceful stop handed the job on: its run is not an interruption."""
+        try:
+            record = await self.store.get(job_id)
+            if record is not None and not record.status.terminal and record.attempts > 0:
+                record.attempts -= 1
+                record.stage = "handed to a new job manager (redeploy); resuming"
+                await self.store.save(record, self.token)
+        except Exception:
+            log.warning("job %s: could not hand the job on cleanly", job_id, exc_info=True)
+
+    async def __del__(self) -> None:
+        """Serve's graceful stop (a redeploy, a scale-down, `serve shutdown`).
+
+        Every running job stays active and resumes on the next manager from its
+        checkpoints; the run it was in is not counted against max_job_interruptions, which
+        counts only runs that ended without this (a crash, a killed process, a lost node).
+        """
+        self.closing = True
+        for task in self.loops:
+            task.cancel()
+        runners = [task for task in self.runners.values() if not task.done()]
+        for task in runners:
+            task.cancel()
+        if runners:
+            await asyncio.wait(runners, timeout=10)
+        log.info("graceful stop: %d running jobs handed on", len(runners))
+
     async def _release(self, job_id: str) -> None:
         try:
             await self.store.release(job_id, self.token)
@@ -194,12 +232,13 @@ class JobManager:
             await self._fail(
                 record,
                 "job_interrupted",
-                f"The job was interrupted {record.attempts - 1} times while running (the job "
-                "manager stopped, for example out of memory); it is not resumed again. "
-                "Retry it, or split the recording.",
+                f"The job was interrupted {record.attempts - 1} times while running (the "
+                "job manager running it stopped without handing it on); it is not resumed "
+                "again. Retry it, or split the recording.",
             )
             return
         record.started_at = record.started_at or time.time()
+        record.stage = "running: reading checkpoints"
         record.error_code = record.error_message = None
         remaining = cfg.job_timeout_s - (time.time() - record.started_at)
         try:
@@ -207,6 +246,7 @@ class JobManager:
                 raise TimeoutError
             if await self.store.save(record, self.token) != "ok":  # counted even if we crash
                 return  # finished meanwhile (a cancel won) or another manager owns it
+            self.counted.add(record.id)
             await asyncio.wait_for(
                 self.segments.run(record, self.storage.path(record.id), self.token), remaining
             )
@@ -243,10 +283,17 @@ class JobManager:
         record.error_code, record.error_message = code, message
         await self._finish(record, JobStatus.FAILED, f"failed: {message}")
 
-    async def _finish(self, record: JobRecord, status: JobStatus, stage: str) -> bool:
-        """The job's one terminal transition; False if another writer made it first."""
+    async def _finish(
+        self, record: JobRecord, status: JobStatus, stage: str, lease: bool = True
+    ) -> bool:
+        """The job's one terminal transition; False if another writer made it first.
+
+        A runner finishes only while it holds the job's lease (`lease`); a cancel does not
+        need it (it stops the runner first).
+        """
         record.status, record.stage, record.finished_at = status, stage, time.time()
-        won = await self.store.finish(record, event_for(record, self.config.webhook_secret_value))
+        event = event_for(record, self.config.webhook_secret_value)
+        won = await self.store.finish(record, event, self.token if lease else None)
         if won:
             metrics.job_finished(record)
             self.outbox_wake.set()
@@ -267,7 +314,7 @@ class JobManager:
                 if time.time() - last_trim > 3600:
                     await self._check_eviction()
                     horizon = self.config.result_ttl_s + self.config.job_timeout_s + 86400
-                    await self.store.trim_listing(time.time() - horizon)
+                    await trim_listing(self.store, time.time() - horizon)
                     last_trim = time.time()
             except asyncio.CancelledError:
                 raise
