@@ -1,6 +1,9 @@
-"""API keys. With keys, every /v1 route needs one and each job belongs to the key that
-created it. Without keys the API is open, which serve_app/exposure.py allows only on a
-loopback bind (or by the operator's explicit allow_unauthenticated)."""
+"""API keys. With keys, every /v1 route needs one and each job belongs to the caller's
+tenant: the one api_key_tenants names for the key, else the key itself (a hash of it).
+Without keys the API is open, which serve_app/exposure.py allows only on a loopback bind
+(or by the operator's explicit allow_unauthenticated).
+
+`python -m serve_app.auth KEY` prints the tenant id a key listed in api_keys has."""
 
 from __future__ import annotations
 
@@ -33,8 +36,8 @@ async def caller(
     x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> str | None:
     """The caller's owner id, or None when API keys are off. 401 for a missing/bad key."""
-    keys = services.settings.api_keys
-    if not keys:
+    settings = services.settings
+    if not settings.keys_required:
         return None
     presented = _presented_key(authorization, x_api_key)
     if presented is None:
@@ -44,12 +47,30 @@ async def caller(
             "An API key is required: send 'Authorization: Bearer <key>'.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    for key in keys:
+    tenant = None
+    # Every key is compared (no early exit), so timing does not tell which matched.
+    for name, keys in settings.api_key_tenants.items():
+        for key in keys:
+            if hmac.compare_digest(presented.encode(), key.get_secret_value().encode()):
+                tenant = tenant or name
+    for key in settings.api_keys:
         if hmac.compare_digest(presented.encode(), key.get_secret_value().encode()):
-            return owner_id(presented)
-    raise ApiError(
-        401, "invalid_api_key", "The API key is not valid.", headers={"WWW-Authenticate": "Bearer"}
-    )
+            tenant = tenant or owner_id(presented)
+    if tenant is None:
+        raise ApiError(
+            401,
+            "invalid_api_key",
+            "The API key is not valid.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return tenant
 
 
 Caller = Annotated[str | None, Depends(caller)]
+
+
+if __name__ == "__main__":
+    import sys
+
+    for arg in sys.argv[1:] or [sys.stdin.readline().strip()]:
+        print(owner_id(arg))

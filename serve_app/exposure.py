@@ -47,7 +47,7 @@ def serve_http_host() -> str | None:
 
 def check_exposure(settings: Settings, host: str | None) -> None:
     """Refuse to serve an open API on a non-loopback address unless the operator opted in."""
-    if host is None or settings.api_keys or settings.allow_unauthenticated:
+    if host is None or settings.keys_required or settings.allow_unauthenticated:
         return
     if is_loopback(host):
         return

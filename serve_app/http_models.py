@@ -54,7 +54,10 @@ class JobList(BaseModel):
     data: list[JobSnapshot]
     offset: int
     limit: int
-    has_more: bool
+    has_more: bool  # true: next_cursor may list more (a page can end short, see below)
+    # Where the next page starts: pass it as `cursor`. A page may hold fewer than `limit`
+    # jobs while this is set, when a status filter matched few of the jobs it read.
+    next_cursor: str | None = None
 
 
 def eta_seconds(record: JobRecord) -> float | None:

@@ -10,13 +10,16 @@ args win.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobs.config import JobsConfig
+
+TENANT_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class Settings(BaseSettings, JobsConfig):
@@ -95,11 +98,31 @@ class Settings(BaseSettings, JobsConfig):
         "X-API-Key); jobs are visible only to the key that made them. JSON list in env. "
         "Required when Serve's HTTP proxy binds a non-loopback address.",
     )
+    api_key_tenants: dict[str, list[SecretStr]] = Field(
+        default_factory=dict,
+        description="Tenant id -> its API keys (JSON object in env). A tenant's jobs and "
+        "speakers belong to the tenant, not the key: add a new key, move clients to it, "
+        "remove the old one, and nothing is lost. A key listed only in api_keys is its own "
+        "tenant, with the id `python -m serve_app.auth KEY` prints; use that id here to keep "
+        "its data when it gets company.",
+    )
     allow_unauthenticated: bool = Field(
         False,
         description="Serve without API keys on a non-loopback address anyway (for a "
         "network you control). Without it such an app refuses to start.",
     )
+
+    @field_validator("api_key_tenants")
+    @classmethod
+    def _tenant_ids(cls, tenants: dict[str, list[SecretStr]]) -> dict[str, list[SecretStr]]:
+        for tenant in tenants:
+            if not TENANT_ID.fullmatch(tenant):
+                raise ValueError(f"tenant id {tenant!r}: use 1-64 of A-Z a-z 0-9 _ . -")
+        return tenants
+
+    @property
+    def keys_required(self) -> bool:
+        return bool(self.api_keys or any(self.api_key_tenants.values()))
 
     def jobs_config(self) -> JobsConfig:
         """The manager's part of these settings."""

@@ -28,9 +28,12 @@ PAGE = 100  # the server's largest page (GET /v1/jobs?limit=)
 
 def _list(client: httpx.Client, args: argparse.Namespace) -> int:
     params: dict[str, str | int] = {"status": args.status} if args.status else {}
-    shown, has_more = 0, True
-    while has_more and shown < args.limit:  # --limit may exceed one page: follow offsets
-        params |= {"limit": min(PAGE, args.limit - shown), "offset": shown}
+    shown, has_more, cursor = 0, True, None
+    while has_more and shown < args.limit:  # --limit may exceed one page: follow the cursor
+        params |= {"limit": min(PAGE, args.limit - shown)}
+        # next_cursor: a page may end short (a status filter matched few of the jobs the
+        # server read for it); offsets only for servers older than cursors.
+        params |= {"cursor": cursor} if cursor else {"offset": shown}
         resp = client.get("/v1/jobs", params=params)
         _raise_for(resp)
         body = resp.json()
@@ -39,7 +42,9 @@ def _list(client: httpx.Client, args: argparse.Namespace) -> int:
             length = f"{job['duration']:.0f} s" if job.get("duration") is not None else "-"
             print(f"{job['id']}\t{job['status']}\t{percent}\t{length}\t{job.get('stage', '')}")
         shown += len(body["data"])
-        has_more = bool(body.get("has_more")) and bool(body["data"])
+        cursor = body.get("next_cursor")
+        params.pop("offset", None)
+        has_more = bool(body.get("has_more")) and (cursor is not None or bool(body["data"]))
     if has_more:
         print(f"(more jobs than the {shown} shown: raise --limit)", file=sys.stderr)
     return EXIT_OK

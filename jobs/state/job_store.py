@@ -167,6 +167,13 @@ class JobStore:
         raw = await self.redis.get(self._k("job", job_id))
         return JobRecord.model_validate_json(raw) if raw else None
 
+    async def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
+        """Records of `job_ids` in one round trip (None where a job expired)."""
+        if not job_ids:
+            return []
+        raws = await self.redis.mget([self._k("job", job_id) for job_id in job_ids])
+        return [JobRecord.model_validate_json(raw) if raw else None for raw in raws]
+
     async def save(self, record: JobRecord, lease: str | None = None) -> str:
         """Write a live job's progress; never overwrites a finished job.
 
@@ -245,10 +252,6 @@ class JobStore:
 
     async def active_ids(self) -> list[str]:
         return sorted(await self.redis.smembers(self._k("jobs", "active")))
-
-    async def list_ids(self, owner: str | None, offset: int, limit: int) -> list[str]:
-        key = self._k("jobs", "owner", owner) if owner else self._k("jobs", "created")
-        return list(await self.redis.zrevrange(key, offset, offset + limit - 1))
 
     # -- cancellation ----------------------------------------------------------------------
     async def request_cancel(self, job_id: str) -> None:
@@ -375,20 +378,6 @@ class JobStore:
 
     async def forget_finished(self, job_id: str) -> None:
         await self.redis.zrem(self._k("jobs", "finished"), job_id)
-
-    async def forget_listed(self, owner: str | None, job_ids: list[str]) -> None:
-        """Drop expired jobs from the listing indexes (their records are gone)."""
-        if job_ids:
-            await self.redis.zrem(self._k("jobs", "created"), *job_ids)
-            if owner:
-                await self.redis.zrem(self._k("jobs", "owner", owner), *job_ids)
-
-    async def trim_listing(self, created_before: float) -> int:
-        """Trim the listing indexes of jobs created before `created_before` (expired)."""
-        removed = await self.redis.zremrangebyscore(self._k("jobs", "created"), 0, created_before)
-        async for key in self.redis.scan_iter(match=self._k("jobs", "owner", "*"), count=500):
-            removed += await self.redis.zremrangebyscore(key, 0, created_before)
-        return int(removed)
 
 
 def _fenced(outcome: str) -> None:

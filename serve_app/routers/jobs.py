@@ -17,6 +17,7 @@ from serve_app.errors import ApiError
 from serve_app.http_models import ErrorBody, JobList, JobSnapshot, snapshot
 from serve_app.services.context import Services, get_services
 from serve_app.services.jobs import create_job, job_options, load_job
+from serve_app.services.listing import MAX_OFFSET, Cursor, list_page
 from serve_app.services.speakers import enrolled_speakers
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 410, 413, 422, 429)}
@@ -84,30 +85,24 @@ async def list_jobs(
     owner: Caller,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    cursor: Annotated[
+        str | None, Query(max_length=400, description="next_cursor of the previous page")
+    ] = None,
+    offset: Annotated[
+        int, Query(ge=0, le=MAX_OFFSET, description="Matching jobs to skip (use cursor past it)")
+    ] = 0,
 ) -> JobList:
-    # `offset` counts jobs that match the filter, so pages neither skip nor repeat.
-    found: list[JobSnapshot] = []
-    skipped, cursor, page = 0, 0, 200
-    while len(found) <= limit:
-        ids = await services.store.list_ids(owner, cursor, page)
-        gone = []
-        for job_id in ids:
-            record = await services.store.get(job_id)
-            if record is None:
-                gone.append(job_id)  # expired: trim the index as we go
-            elif record.owner == owner and (status is None or record.status == status):
-                if skipped < offset:
-                    skipped += 1
-                else:
-                    found.append(snapshot(record, detail=False))
-                    if len(found) > limit:
-                        break
-        await services.store.forget_listed(owner, gone)
-        if len(ids) < page:
-            break
-        cursor += page - len(gone)
-    return JobList(data=found[:limit], offset=offset, limit=limit, has_more=len(found) > limit)
+    if cursor is not None and offset:
+        raise ApiError(422, "invalid_parameter", "offset: give cursor or offset, not both")
+    start = Cursor.decode(cursor) if cursor is not None else Cursor(None, offset)
+    page = await list_page(services.store, owner, status, limit, start)
+    return JobList(
+        data=[snapshot(record, detail=False) for record in page.records],
+        offset=offset,
+        limit=limit,
+        has_more=page.next_cursor is not None,
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.get(
