@@ -112,7 +112,9 @@ def test_every_job_completes_exactly_once_while_parts_are_killed(
         ckpt = checkpoints(app_settings, job_id)
         assert len(ckpt) == parts * status["segments_total"], sorted(ckpt)
         got, want = _words(result(http, job_id)), _words(reference[ref])
-        assert jiwer.wer(want, got) <= 0.1, (job_id, want, got)
+        # Exactly: a fault redoes a segment from its audio, and the transcriber gives the
+        # same words for a segment alone or in any batch (checked for tiny.en on CPU).
+        assert got == want, (job_id, jiwer.process_words(want, got).wer)
 
     expected = set(jobs) | reference_ids
     receiver.wait(lambda got: {h["id"] for h in got} >= expected, 120)

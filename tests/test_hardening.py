@@ -184,20 +184,21 @@ def test_a_failed_segment_stops_the_rest_of_the_job(http, app_settings, tmp_path
     # item 4: on the OpenAI path the same input is the caller's error, said in one line.
     with path.open("rb") as fh:
         r = http.post("/v1/audio/transcriptions", files={"file": fh})
-    assert r.status_code == 422, r.text
+    assert r.status_code == 400, r.text
     message = r.json()["error"]["message"]
     assert "non-finite" in message and "\n" not in message and "Traceback" not in message
 
 
 # -- item 10: language is checked against the model ---------------------------------------
 @pytest.mark.parametrize("language", ["zz", "fr"])
-def test_a_language_the_model_lacks_is_422_naming_the_allowed_values(http, language):
+def test_a_language_the_model_lacks_is_a_4xx_naming_the_allowed_values(http, language):
     with JFK.open("rb") as fh:
         r = http.post("/v1/jobs", files={"file": fh}, data={"language": language})
     assert r.status_code == 422 and "use one of: en" in r.json()["error"]["message"], r.text
     with JFK.open("rb") as fh:
         r = http.post("/v1/audio/transcriptions", files={"file": fh}, data={"language": language})
-    assert r.status_code == 422 and "use one of: en" in r.json()["error"]["message"], r.text
+    assert r.status_code == 400 and r.json()["error"]["param"] == "language"
+    assert "use one of: en" in r.json()["error"]["message"], r.text
 
 
 def test_a_bad_request_fails_alone_inside_a_transcriber_batch(jfk_audio):
@@ -365,6 +366,53 @@ def test_an_openai_call_retried_by_its_client_makes_one_job_and_is_cancelled_whe
     while (now := http.get(f"/v1/jobs/{job['id']}").json())["status"] != "cancelled":
         assert time.monotonic() < deadline, f"the abandoned call's job kept running: {now}"
         time.sleep(0.5)
+
+
+# -- issue 22 item 11: OpenAI's statuses, error shape and temperature on the job path ------
+def test_the_openai_client_gets_openai_answers_from_the_job_path(
+    http, app_settings, serve_url, twelve_minute_ogg
+):
+    """A cancelled job is a 400 the client does not retry (a 500 made it retry twice, each
+    retry starting a new job), and `temperature` reaches the job."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"{serve_url}/v1", api_key="unused", max_retries=2)
+    before = jobs_created(app_settings)
+    outcome: dict = {}
+
+    def call() -> None:
+        try:
+            with twelve_minute_ogg.open("rb") as fh:
+                client.audio.transcriptions.create(
+                    model="whisper-1", file=fh, response_format="diarized_json", temperature=0.4
+                )
+        except openai.APIStatusError as exc:
+            outcome["error"] = exc
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    deadline = time.monotonic() + 60
+    while jobs_created(app_settings) == before:
+        assert time.monotonic() < deadline, "the call made no job"
+        time.sleep(0.2)
+    (job,) = http.get("/v1/jobs", params={"limit": 1}).json()["data"]
+    options = http.get(f"/v1/jobs/{job['id']}").json()["options"]
+    assert options["temperature"] == 0.4  # no longer dropped on the job path
+    assert http.delete(f"/v1/jobs/{job['id']}").status_code == 200
+    caller.join(timeout=60)
+    error = outcome["error"]
+    assert isinstance(error, openai.BadRequestError), error
+    assert error.body["code"] == "job_cancelled" and error.body["type"] == "invalid_request_error"
+    assert jobs_created(app_settings) - before == 1  # not retried into new jobs
+
+
+def test_an_expired_job_is_410_to_openai_clients():
+    from serve_app.errors import ApiError
+    from serve_app.routers.openai import _job_error
+
+    with pytest.raises(ApiError) as err:
+        _job_error("j1", None)
+    assert (err.value.status, err.value.code) == (410, "job_expired")
 
 
 # -- issue 22 item 4: a cancelled job's audio goes at once --------------------------------

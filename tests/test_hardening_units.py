@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -19,6 +20,7 @@ import redis
 import yaml
 
 from jobs.integrations.webhooks import WebhookRefused, check_url, post_once, resolve_checked
+from jobs.state.job_index import trim_listing
 from jobs.state.records import JobRecord, JobStatus
 from serve_app.exposure import ExposedWithoutKeys, check_exposure
 from serve_app.settings import Settings
@@ -54,6 +56,17 @@ INTERNAL = [
     "http://[::ffff:127.0.0.1]/",
     "http://0.0.0.0:6379/",
     "http://100.64.0.1/",
+    # issue 22 item 9: internal IPv4 wrapped in IPv6 forms, and legacy IPv4 spellings
+    "http://[64:ff9b::a9fe:a9fe]/",  # NAT64 of 169.254.169.254
+    "http://[64:ff9b:1::a9fe:a9fe]/",  # local-use NAT64
+    "http://[2002:a9fe:a9fe::1]/",  # 6to4
+    "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",  # Teredo, client 127.0.0.1
+    "http://[::7f00:1]/",  # IPv4-compatible 127.0.0.1
+    "http://2130706433/",
+    "http://0x7f000001/",
+    "http://0177.0.0.1/",
+    "http://127.1/",
+    "http://10.1:8080/",
 ]
 
 
@@ -68,6 +81,33 @@ def test_the_allow_list_admits_named_receivers_only():
     check_url("https://hooks.example.com/x", allow=())
     with pytest.raises(WebhookRefused):
         check_url("http://10.0.0.7/hook", allow=["192.168.0.0/16"])
+
+
+@pytest.mark.parametrize("url", INTERNAL)
+async def test_internal_targets_are_refused_at_delivery_too(url):
+    async def public(host, port):
+        return [ipaddress.ip_address("93.184.215.14")]
+
+    with pytest.raises(WebhookRefused):
+        await resolve_checked(url, (), public)
+
+
+def test_public_addresses_in_the_same_forms_pass():
+    for url in (
+        "http://[64:ff9b::5db8:d70e]/",
+        "http://[2002:5db8:d70e::1]/",
+        "http://1572395790/",
+    ):
+        check_url(url, allow=())
+
+
+async def test_a_dns_failure_is_retried_not_given_up():
+    async def down(host, port):
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    delivered, what = await post_once("http://hooks.example.com/x", {}, None, "e", (), 2.0, down)
+    assert not delivered and "did not resolve" in what
+    assert not what.startswith("refused")  # the outbox gives up at once only on "refused"
 
 
 async def test_a_name_is_checked_by_what_it_resolves_to_at_delivery():
@@ -144,6 +184,70 @@ async def test_status_filtered_listing_pages_neither_skip_nor_repeat(client):
     assert [j["id"] for j in r.json()["data"]] == expected[2:4]
 
 
+async def _follow(client, **params) -> tuple[list[str], int]:
+    """Every id the listing gives by following next_cursor, and the number of pages."""
+    ids, pages, cursor = [], 0, None
+    while True:
+        query = {**params, **({"cursor": cursor} if cursor else {})}
+        body = (await client.get("/v1/jobs", params=query)).json()
+        ids += [job["id"] for job in body["data"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        assert body["has_more"] == (cursor is not None)
+        if cursor is None:
+            return ids, pages
+
+
+async def test_cursor_pages_neither_skip_nor_repeat_ties_or_new_jobs(client):
+    """Issue 22 item 12: pages by position, so equal creation times and jobs created while
+    a caller pages shift nothing."""
+    store = client.services.store
+    made = [
+        await store.create(JobRecord(id=_uuid(), audio_path="/x", created_at=5000 + i // 4))
+        for i in range(11)  # four jobs per second: ties in the index
+    ]
+    expected = [r.id for r in sorted(made, key=lambda r: (r.created_at, r.id), reverse=True)]
+    first = (await client.get("/v1/jobs", params={"limit": 3})).json()
+    await store.create(JobRecord(id=_uuid(), audio_path="/x", created_at=9000))  # newest
+    rest, _ = await _follow(client, limit=3, cursor=first["next_cursor"])
+    assert [j["id"] for j in first["data"]] + rest == expected
+    r = await client.get("/v1/jobs", params={"cursor": "bm90IGEgY3Vyc29y"})
+    assert r.status_code == 422 and "cursor" in r.json()["error"]["message"]
+    r = await client.get("/v1/jobs", params={"offset": 100_000})
+    assert r.status_code == 422 and "offset" in r.json()["error"]["message"]
+
+
+async def test_a_sparse_status_filter_reads_a_bounded_slice_per_request(client, monkeypatch):
+    """2,500 jobs, one failed and oldest: each request reads at most SCAN_BUDGET index
+    entries (in batches), and the cursor reaches the failed job without reading any twice."""
+    from serve_app.services import listing
+
+    store = client.services.store
+    failed = await store.create(JobRecord(id=_uuid(), audio_path="/x", created_at=1.0))
+    failed.status = JobStatus.FAILED
+    await store.finish(failed)
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for i in range(2500):
+            job_id = _uuid()
+            pipe.set(
+                store._k("job", job_id), JobRecord(id=job_id, audio_path="/x").model_dump_json()
+            )
+            pipe.zadd(store._k("jobs", "created"), {job_id: 100.0 + i})
+        await pipe.execute()
+    read: list[int] = []
+    get_many = store.get_many
+
+    async def counted(ids):
+        read.append(len(ids))
+        return await get_many(ids)
+
+    monkeypatch.setattr(store, "get_many", counted)
+    ids, pages = await _follow(client, status="failed", limit=5)
+    assert ids == [failed.id]
+    assert pages == 2 and sum(read) == 2501  # every entry read once, over two requests
+    assert max(read) <= listing.BATCH
+
+
 async def test_expired_jobs_leave_the_listing_index(client):
     store = client.services.store
     kept = await store.create(JobRecord(id=_uuid(), audio_path="/x", created_at=2000))
@@ -153,7 +257,7 @@ async def test_expired_jobs_leave_the_listing_index(client):
     assert [j["id"] for j in r.json()["data"]] == [kept.id]
     assert await store.redis.zscore(store._k("jobs", "created"), gone.id) is None
     old = await store.create(JobRecord(id=_uuid(), audio_path="/x", created_at=10.0))
-    assert await store.trim_listing(created_before=100.0) == 1
+    assert await trim_listing(store, created_before=100.0) == 1
     assert await store.redis.zscore(store._k("jobs", "created"), old.id) is None
 
 
@@ -223,10 +327,13 @@ def test_one_failing_request_does_not_fail_its_batch(whisper_core, jfk_audio, mo
     bad = np.zeros(12345, np.float32)  # stands in for input that breaks the decoder
     real = whisper_core._decode_group
 
-    def fragile(audios, opt, language):
+    seen: list[int] = []
+
+    def fragile(audios, opt, own=None):  # the production signature, every argument passed on
+        seen.append(len(audios))
         if any(len(a) == len(bad) for a in audios):
             raise RuntimeError("decoder choked on one request")
-        return real(audios, opt)
+        return real(audios, opt, own)
 
     monkeypatch.setattr(whisper_core, "_decode_group", fragile)
     opts = TranscribeOptions()
@@ -237,3 +344,4 @@ def test_one_failing_request_does_not_fail_its_batch(whisper_core, jfk_audio, mo
     assert isinstance(results[1], RuntimeError)
     assert isinstance(results[3], InputRejected)
     assert "language 'zz' is not one of this model's: en" in str(results[3])
+    assert seen == [3, 1, 1, 1]  # the shared batch, then each of its requests alone

@@ -68,6 +68,29 @@ def test_bad_files_get_specific_4xx_and_leave_nothing(http, app_settings, tmp_pa
     assert http.get("/healthz").status_code == 200
 
 
+def test_a_truncated_m4a_is_refused_without_server_paths(http, app_settings, tmp_path):
+    """Issue 22 item 8: FFmpeg's text names the stored file; users get the reason only."""
+    whole = encode_audio(
+        load_audio(JFK), tmp_path / "a.m4a", "aac", options={"movflags": "faststart"}
+    )
+    cut = whole.read_bytes()[: whole.stat().st_size * 6 // 10]  # opens, then breaks off
+    storage = str(app_settings.resolved_storage_dir)
+    r = http.post("/v1/jobs", files={"file": ("call.m4a", cut)}, data={"diarize": "false"})
+    if r.status_code == 202:  # the index declares the length: the decoder finds the cut
+        status = wait_done(http, r.json()["id"])
+        assert status["status"] == "failed", status
+        error = status["error"]
+    else:
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+    assert error["code"] == "corrupt_audio", error
+    r = http.post("/v1/audio/transcriptions", files={"file": ("call.m4a", cut)})
+    assert r.status_code == 400, r.text
+    for message in (error["message"], r.json()["error"]["message"]):
+        assert "could not be decoded" in message
+        assert storage not in message and ".audio" not in message and "/" not in message
+
+
 @pytest.mark.parametrize(
     ("form", "names"),
     [
@@ -78,6 +101,9 @@ def test_bad_files_get_specific_4xx_and_leave_nothing(http, app_settings, tmp_pa
         ({"segment_s": "5000"}, "segment_s"),
         ({"segment_s": "NaN"}, "segment_s"),
         ({"webhook_url": "file:///etc/passwd"}, "webhook_url"),
+        ({"webhook_url": "http://2130706433/"}, "webhook_url"),  # 127.0.0.1
+        ({"webhook_url": "http://[64:ff9b::a9fe:a9fe]/"}, "webhook_url"),  # NAT64 metadata
+        ({"webhook_url": "http://[2002:a9fe:a9fe::1]/"}, "webhook_url"),  # 6to4 metadata
     ],
 )
 def test_bad_parameters_get_422_naming_them(http, app_settings, form, names):

@@ -221,6 +221,72 @@ def test_each_app_has_its_own_manager_and_a_redeploy_applies_new_settings(keyed,
     assert manager("speech").ping.remote().result()["pid"] == theirs["pid"]  # untouched
 
 
+def test_rolling_updates_and_key_rotation_during_a_job(keyed, app_settings, tmp_path):
+    """Issue 22 items 10 and 12, on one running job.
+
+    10: each graceful stop of the manager hands the job on uncounted. Before, the run each
+    update interrupted counted as a crash, and the second update (with
+    max_job_interruptions=1) failed the job as job_interrupted.
+    12: the job belongs to a tenant, not to a key: the key that submitted it is rotated out
+    while it runs, and the tenant's new key sees it to the end.
+    """
+    from tests.synth import meeting
+
+    url, _ = keyed
+    wav = write_wav(meeting(240, seed=52).audio, tmp_path / "four.wav")
+    old, new = "key-acme-old-0123456789", "key-acme-new-9876543210"
+    tenants = [{"acme": [old]}, {"acme": [old, new]}, {"acme": [new]}]
+    tenants = [{t: [SecretStr(k) for k in keys] for t, keys in step.items()} for step in tenants]
+
+    def deploy(step: int) -> None:
+        keys = {"api_keys": [], "api_key_tenants": tenants[step]}
+        _deploy(
+            _settings(
+                app_settings,
+                **keys,
+                max_job_interruptions=1,
+                max_inflight_segments=1,
+                segment_max_attempts=2 + step,  # a manager setting: each deploy rolls it
+            )
+        )
+        _wait_healthy(url)
+
+    deploy(0)
+    with _client(url, old) as client, wav.open("rb") as fh:
+        form = {"diarize": "false", "segment_s": "10"}
+        r = client.post("/v1/jobs", files={"file": fh}, data=form)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+    for step in (1, 2):  # two rolling updates of the manager while the job runs
+        with _client(url, old if step == 1 else new) as client:
+            deadline = time.monotonic() + 120
+            while True:  # a manager is running it (again)
+                now = client.get(f"/v1/jobs/{job_id}").json()
+                assert now["status"] not in TERMINAL, now
+                if now["segments_done"] >= 1 and "handed" not in now["stage"]:
+                    break
+                assert time.monotonic() < deadline, f"the job made no progress: {now}"
+                time.sleep(0.5)
+        deploy(step)
+    with _client(url, new) as client:
+        status = _wait(client, job_id, timeout_s=600)
+        assert status["status"] == "completed", status
+        assert job_id in {j["id"] for j in client.get("/v1/jobs").json()["data"]}
+        assert client.get(f"/v1/jobs/{job_id}/result").status_code == 200
+    with _client(url, old) as client:
+        assert client.get(f"/v1/jobs/{job_id}").status_code == 401  # rotated out
+    import redis
+
+    store = redis.Redis.from_url(app_settings.redis_url, decode_responses=True)
+    record = json.loads(store.get(f"keyed:job:{job_id}"))
+    assert record["owner"] == "acme"
+    assert record["attempts"] == 1, record  # only the run that finished counts
+    events = store.xrange(f"keyed:job:{job_id}:events")
+    stages = [json.loads(fields["data"])["stage"] for _, fields in events]
+    handed = [s for s in stages if "handed to a new job manager" in s]
+    assert len(handed) == 2, "\n".join(stages)
+
+
 def test_deleting_the_app_leaves_no_manager_behind(keyed):
     from ray import serve
 
