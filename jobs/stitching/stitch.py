@@ -404,3 +404,11 @@ def stitch(
     stitcher = Stitcher(speakers, sample_rate, task)
     segments = [seg for oc in outcomes for seg in stitcher.add(oc.plan, oc.transcription)]
     return stitcher.result(duration, segments + stitcher.close())
+
+
+def single(transcription: Transcription, task: str = "transcribe") -> JobResult:
+    """One transcription of a whole recording (no segments, no speakers) as a JobResult, so
+    one renderer serves the OpenAI direct path and jobs alike."""
+    whole = SegmentPlan(0, 0, round(transcription.duration * 16000), forced=False)
+    outcome = SegmentOutcome(plan=whole, transcription=transcription, diarization=None)
+    return stitch([outcome], transcription.duration, task=task)

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from deployments.core.audio import AudioDecodeError, Source, decode_audio
-from deployments.core.schemas import SAMPLE_RATE, TranscribeOptions, Transcription
+from deployments.core.schemas import TranscribeOptions
 from jobs.state.records import JobRecord, JobStatus
-from jobs.stitching.stitch import JobResult
+from jobs.stitching.stitch import JobResult, single
 from serve_app.auth import Caller
 from serve_app.errors import ApiError
 from serve_app.services.context import Services, get_services
@@ -50,20 +50,6 @@ async def read_audio(upload: UploadFile, max_s: float) -> np.ndarray | None:
 INPUT_FAILURES = {"input_rejected": 400, "audio_too_long": 413, "corrupt_audio": 400}
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
 TranslationFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
-
-
-def _single_result(result: Transcription, task: str = "transcribe"):
-    """A direct transcription in the job result shape, so one renderer serves both paths."""
-    from deployments.core.splitter import SegmentPlan
-    from jobs.stitching.stitch import SegmentOutcome, stitch
-
-    samples = round(result.duration * SAMPLE_RATE)
-    plan = SegmentPlan(index=0, start=0, end=samples, forced=False)
-    return stitch(
-        [SegmentOutcome(plan=plan, transcription=result, diarization=None)],
-        result.duration,
-        task=task,
-    )
 
 
 @router.get("/v1/models", summary="Models served (OpenAI-compatible list)")
@@ -180,7 +166,7 @@ async def _respond(
         )
         transcriber = services.transcriber_for(request.model)
         transcription = await transcriber.transcribe.remote(audio, options)
-        result = _single_result(transcription, request.task)
+        result = single(transcription, request.task)
     else:
         # Long or diarized audio takes the job path: split, fanned out, stitched.
         await file.seek(0)
