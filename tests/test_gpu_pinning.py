@@ -1,6 +1,7 @@
 """GPU pinning with logical GPUs: each replica gets its own device and still runs on CPU."""
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +63,39 @@ def test_half_gpu_replicas_pack_onto_one_gpu(ray_cluster, models_dir):
         assert all(i["assigned_resources"].get("GPU") == 0.5 for i in infos.values())
     finally:
         serve.delete("packing")
+
+
+def test_cuda_libraries_resolve_inside_a_gpu_worker_process(ray_cluster):
+    """Issue 23 item 5: CTranslate2 needs libcublas.so.12 (and cuDNN 9) on the GPU; the
+    worker loads them from the venv's nvidia-* wheels, where no loader looks by itself."""
+    import ray
+
+    @ray.remote(num_gpus=1, num_cpus=0)
+    def load() -> tuple[list[str], list[str]]:
+        from pathlib import Path
+
+        from deployments.models.cuda_libs import preload_cuda_libraries
+
+        loaded = preload_cuda_libraries()
+        maps = Path("/proc/self/maps").read_text().splitlines()
+        mapped = sorted({line.split()[-1] for line in maps if "libcublas" in line})
+        return loaded, mapped
+
+    loaded, mapped = ray.get(load.remote(), timeout=120)
+    assert [Path(p).name for p in loaded] == [
+        "libcublasLt.so.12",
+        "libcublas.so.12",
+        "libcudnn.so.9",
+    ]
+    assert all("site-packages/nvidia/" in p for p in loaded), loaded
+    assert {Path(p).name for p in mapped} >= {"libcublas.so.12", "libcublasLt.so.12"}
+
+
+def test_a_missing_cuda_library_is_named_in_one_line(monkeypatch):
+    from deployments.models import cuda_libs
+
+    monkeypatch.setattr(cuda_libs, "LIBRARIES", (("nvidia.cublas", "libcublas.so.99"),))
+    with pytest.raises(cuda_libs.CudaLibraryMissing) as err:
+        cuda_libs.preload_cuda_libraries()
+    message = str(err.value)
+    assert "\n" not in message and "libcublas.so.99" in message and "nvidia-cublas-cu12" in message

@@ -99,6 +99,10 @@ class WhisperBatchTranscriber:
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
         self.device, self.compute_type = pick_device(device)
+        if self.device == "cuda":
+            from deployments.models.cuda_libs import preload_cuda_libraries
+
+            preload_cuda_libraries()  # before CTranslate2 first needs cuBLAS
         self.model = WhisperModel(
             model_path,
             device=self.device,
