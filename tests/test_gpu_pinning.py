@@ -99,3 +99,18 @@ def test_a_missing_cuda_library_is_named_in_one_line(monkeypatch):
         cuda_libs.preload_cuda_libraries()
     message = str(err.value)
     assert "\n" not in message and "libcublas.so.99" in message and "nvidia-cublas-cu12" in message
+
+
+def test_each_replica_caps_every_thread_pool_at_its_reserved_cpus(serve_url):
+    """Issue 23 item 4: torch, OpenMP and BLAS (numpy's, used by the clustering) each run as
+    many threads as the CPUs Ray reserved for the replica, not one per core of the host."""
+    from ray import serve
+
+    for deployment in ("Diarizer", "Transcriber"):
+        info = serve.get_deployment_handle(deployment, "speech").info.remote().result()
+        want = max(1, round(info["assigned_resources"].get("CPU", 1.0)))
+        pools = info["thread_pools"]
+        assert any(name.startswith(("blas", "openblas")) for name in pools), pools
+        assert set(pools.values()) == {want}, (deployment, want, pools)
+        if deployment == "Diarizer":
+            assert pools["torch"] == want

@@ -31,6 +31,7 @@ from deployments.models.model_store import (
     resolve_bundled_diarization,
 )
 from deployments.replicas.replica_info import (
+    limit_threads,
     parse_options,
     replica_info,
     replica_threads,
@@ -165,6 +166,7 @@ class Diarizer:
             self.threads,
             segmentation_step,
         )
+        limit_threads(self.threads)  # numpy's BLAS in the clustering too
         # One inference at a time per replica: torch already uses every reserved thread.
         self._lock = asyncio.Lock()
 

@@ -18,6 +18,7 @@ from ray import serve
 
 from deployments.core.schemas import TranscribeOptions, Transcription
 from deployments.replicas.replica_info import (
+    limit_threads,
     parse_options,
     replica_info,
     replica_threads,
@@ -66,14 +67,16 @@ class Transcriber:
         resolved = resolve_whisper(model, models_path, allow_downloads)
         self.model_name = model
         self.served_by = served_by()
+        threads = cpu_threads or replica_threads()
         self.core = WhisperBatchTranscriber(
             resolved,
             device=device,
-            cpu_threads=cpu_threads or replica_threads(),
+            cpu_threads=threads,
             batch_size=batch_size,
             download_root=str(models_path / "hub"),
             local_files_only=not allow_downloads,
         )
+        limit_threads(threads)  # numpy's BLAS in feature extraction too
         log.info(
             "Transcriber %s on %s/%s (CUDA_VISIBLE_DEVICES=%s)",
             model,
