@@ -276,10 +276,9 @@ def fmt(value: Any, digits: int = 2) -> str:
 
 def config_options(path: Path = DEFAULT_CONFIG) -> dict[str, dict]:
     """Deployment options of a Serve config's application, keyed by deployment name."""
-    import yaml
+    from serve_app.deployment_defaults import config_deployments
 
-    (app,) = yaml.safe_load(path.read_text())["applications"]
-    return {d.pop("name"): d for d in app.get("deployments", [])}
+    return config_deployments(path)
 
 
 def default_deploy(path: Path = DEFAULT_CONFIG) -> dict[str, dict | None]:

@@ -17,6 +17,7 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.replicas.diarizer import Diarizer
 from deployments.replicas.transcriber import DEFAULT_DEPLOYMENT, Transcriber, deployment_name
+from serve_app.deployment_defaults import config_deployments, options_for
 from serve_app.errors import install_error_handlers, retry_later
 from serve_app.exposure import check_exposure, serve_http_host
 from serve_app.limits import BodySizeLimit
@@ -69,9 +70,7 @@ async def healthz(services: Annotated[Services, Depends(get_services)]) -> dict:
     }
 
 
-@serve.deployment(
-    max_ongoing_requests=64, max_queued_requests=256, ray_actor_options={"num_cpus": 0}
-)
+@serve.deployment  # sized by serve_config.yaml (serve_app/deployment_defaults.py)
 @serve.ingress(api)
 class Ingress:
     def __init__(
@@ -108,13 +107,18 @@ def build_app(
     transcriber: dict | None = None,
     diarizer: dict | None = None,
     models: dict[str, dict] | None = None,
+    defaults: dict[str, dict] | None = None,
 ) -> Application:
     """Compose the app; `transcriber`/`diarizer` override deployment options (tests, tools).
 
     Each served Whisper model gets a deployment of its own (`Transcriber` for the default,
     `Transcriber-<model>` for the others), so serve_config.yaml sizes each one apart;
     `transcriber` applies to the default model's, `models` to others' by deployment name.
+    `defaults` are the deployment options beneath those overrides: by default
+    serve_config.yaml's, so an app built from Python is sized as `serve run` sizes it.
     """
+    if defaults is None:
+        defaults = config_deployments()
     overrides = {**(models or {}), DEFAULT_DEPLOYMENT: transcriber or {}}
     from jobs.pipeline.manager import JobManager
 
@@ -124,7 +128,9 @@ def build_app(
         model: deployment_name(model, settings.whisper_model) for model in settings.whisper_models
     }
     transcriber_apps = {
-        model: Transcriber.options(name=names[model], **overrides.get(names[model], {})).bind(
+        model: Transcriber.options(
+            name=names[model], **options_for(names[model], defaults, overrides.get(names[model]))
+        ).bind(
             model=model,
             models_dir=models_dir,
             allow_downloads=settings.allow_downloads,
@@ -135,7 +141,7 @@ def build_app(
         for model in settings.whisper_models
     }
     token = settings.hf_token.get_secret_value() if settings.hf_token else None
-    diarizer_app = Diarizer.options(**(diarizer or {})).bind(
+    diarizer_app = Diarizer.options(**options_for("Diarizer", defaults, diarizer)).bind(
         model=settings.diarization_model,
         models_dir=models_dir,
         allow_downloads=settings.allow_downloads,
@@ -144,11 +150,15 @@ def build_app(
         cpu_threads=settings.cpu_threads,
         segmentation_step=settings.diarization_step,
     )
-    manager_app = JobManager.bind(settings.jobs_config(), transcriber_apps, diarizer_app)
-    return Ingress.bind(transcriber_apps, diarizer_app, manager_app, settings)
+    manager_app = JobManager.options(**options_for("JobManager", defaults, None)).bind(
+        settings.jobs_config(), transcriber_apps, diarizer_app
+    )
+    ingress = Ingress.options(**options_for("Ingress", defaults, None))
+    return ingress.bind(transcriber_apps, diarizer_app, manager_app, settings)
 
 
 def app_builder(args: Settings) -> Application:
     """Entry point of serve_config.yaml: `args` are validated into Settings."""
     settings = args if isinstance(args, Settings) else Settings.model_validate(args or {})
-    return build_app(settings)
+    # Serve applies the config file's own deployment options; nothing to add beneath them.
+    return build_app(settings, defaults={})

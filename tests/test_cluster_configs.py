@@ -248,10 +248,8 @@ def test_serve_config_args_are_settings(path: Path) -> None:
 def test_serve_config_deployments_exist_in_app(path: Path) -> None:
     from ray.serve._private.build_app import build_app
 
-    from serve_app.app import app_builder
-
-    (app,) = load_yaml(path)["applications"]
     from deployments.replicas.transcriber import deployment_name
+    from serve_app.app import app_builder
     from serve_app.settings import Settings
 
     (app,) = load_yaml(path)["applications"]
@@ -262,6 +260,55 @@ def test_serve_config_deployments_exist_in_app(path: Path) -> None:
     assert app_deployments == set(DEPLOYMENT_SOURCES) | models
     # Every served model is sized in the file, not left to the class defaults.
     assert set(deployments(load_yaml(path))) == app_deployments
+
+
+def test_deployment_classes_carry_no_numbers_the_configs_set() -> None:
+    """Issue 21: sizing has one source. A decorator option that a config also sets would be
+    a second default that silently applies to apps built from Python."""
+    from deployments.replicas.diarizer import Diarizer
+    from deployments.replicas.transcriber import Transcriber
+    from jobs.pipeline.manager import JobManager
+    from serve_app.app import Ingress
+
+    set_by_configs: dict[str, set[str]] = {}
+    for path in SERVE_CONFIGS:
+        for name, d in deployments(load_yaml(path)).items():
+            cls = "Transcriber" if name.startswith("Transcriber") else name
+            set_by_configs.setdefault(cls, set()).update(k for k in d if k != "name")
+    classes = {d.name: d for d in (Ingress, Transcriber, Diarizer, JobManager)}
+    assert set(classes) == set(DEPLOYMENT_SOURCES) == set(set_by_configs)
+    for name, d in classes.items():
+        in_class = set(d._deployment_config.user_configured_option_names)
+        if d.ray_actor_options != {"num_cpus": 1}:  # Serve's own default, not ours
+            in_class.add("ray_actor_options")
+        assert not in_class & set_by_configs[name], (name, in_class & set_by_configs[name])
+
+
+def test_python_built_app_is_sized_by_serve_config() -> None:
+    from ray.serve._private.build_app import build_app
+
+    from serve_app.app import build_app as build
+    from serve_app.settings import Settings
+
+    settings = Settings(extra_whisper_models=["tiny.en"])
+    built = {
+        d.name: d
+        for d in build_app(
+            build(settings, diarizer={"max_ongoing_requests": 3}), name="x"
+        ).deployments
+    }
+    want = deployments(load_yaml(SERVE_CPU))
+    for name in ("Ingress", "JobManager", "Transcriber", "Transcriber-tiny-en"):
+        assert (
+            built[name].ray_actor_options["num_cpus"] == want[name]["ray_actor_options"]["num_cpus"]
+        )
+    assert built["Transcriber"].user_config == want["Transcriber"]["user_config"]
+    assert built["Ingress"].max_ongoing_requests == want["Ingress"]["max_ongoing_requests"]
+    assert built["Diarizer"].max_ongoing_requests == 3  # an override wins over the file
+    assert (
+        built["Diarizer"].ray_actor_options["num_cpus"]
+        == want["Diarizer"]["ray_actor_options"]["num_cpus"]
+    )
 
 
 def test_cpu_serve_config_uses_no_gpus() -> None:

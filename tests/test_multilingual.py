@@ -87,6 +87,66 @@ def test_each_segment_speaks_its_own_language(meeting, meeting_result):
     assert body["options"]["task"] == "transcribe" and body["options"]["model"] == "base"
 
 
+STEPS = ("cut", "hint", "settle")  # the language pass's decisions (jobs/pipeline/language_pass.py)
+
+
+def _pass_state(app_settings, job_id: str) -> tuple[dict, list[str]]:
+    """The job's language-pass hash and its transcription calls, read in one transaction."""
+    key = f"{app_settings.redis_key_prefix}job:{job_id}"
+    with jobclient.redis_client(app_settings).pipeline(transaction=True) as pipe:
+        pipe.hgetall(f"{key}:lang")
+        pipe.hkeys(f"{key}:calls")
+        lang, fields = pipe.execute()
+    return lang, [f for f in fields if f.split("#", 1)[0].endswith(":t")]
+
+
+def test_manager_killed_during_the_language_pass_redoes_only_what_was_in_flight(
+    http, app_settings, tmp_path
+):
+    """Issue 22 item 6 through the real app: the manager dies once the pass has redone some
+    segments and has more to do; the job resumes on the next manager, repeating no finished
+    step or segment. Only the calls in flight at the kill are made again. A 5 min meeting in
+    short segments, so the pass has more segments to redo than fit in flight at once (they
+    share a batch and return together)."""
+    import json
+    import time
+
+    rec = cached_meeting(VOICES, 5, seed=4)
+    path = rec.write_wav(tmp_path / "meeting.wav")
+    job_id = jobclient.submit(http, path, diarize=True, model="base", segment_s=10)
+    deadline = time.monotonic() + 600
+    while True:
+        lang, t_calls = _pass_state(app_settings, job_id)
+        marks = [f for f in lang if f not in STEPS]
+        planned = sum(len(json.loads(lang[s])) for s in STEPS if s in lang)
+        if marks and len(marks) < planned:
+            jobclient.kill_replica("JobManager")
+            # What the dead manager left: its next one takes the job when the lease (15 s)
+            # lapses, and nothing writes meanwhile.
+            time.sleep(1.0)
+            lang, t_calls = _pass_state(app_settings, job_id)
+            marks = [f for f in lang if f not in STEPS]
+            break
+        status = http.get(f"/v1/jobs/{job_id}").json()["status"]
+        assert status not in jobclient.TERMINAL, ("no kill landed", marks, planned)
+        assert time.monotonic() < deadline, "the language pass never started"
+        time.sleep(0.05)
+    body = jobclient.wait_done(http, job_id, timeout_s=600)
+    assert body["status"] == "completed", body
+    segments = body["segments_total"]
+    # Calls dispatched at the kill beyond the first transcriptions and the finished redos:
+    in_flight = len(t_calls) - segments - len(marks)
+    assert 0 <= in_flight <= app_settings.max_inflight_segments, (len(t_calls), marks)
+    lang, t_calls = _pass_state(app_settings, job_id)
+    redone = len(t_calls) - segments - len([f for f in lang if f not in STEPS])
+    print(f"killed with {len(marks)}/{planned} redone, {in_flight} in flight; {redone} redone")
+    # A pass that restarted from scratch would redo the finished ones too.
+    assert redone <= in_flight, (redone, in_flight, len(marks))
+    # And every turn still speaks its language.
+    share, _ = language_scores(jobclient.result(http, job_id)["segments"], turn_languages(rec))
+    assert share >= 0.9, share
+
+
 def test_a_transcription_only_job_finds_each_language(http, meeting):
     """Without diarization the job asks the diarizer where the voice changes (no speakers)
     and cuts its language windows there; every segment says how sure its language is."""

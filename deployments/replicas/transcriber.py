@@ -39,15 +39,7 @@ def deployment_name(model: str | None, default: str) -> str:
     return "Transcriber-" + (re.sub(r"[^A-Za-z0-9]+", "-", model).strip("-") or "model")
 
 
-@serve.deployment(
-    ray_actor_options={"num_cpus": 1, "num_gpus": 0},
-    max_ongoing_requests=16,
-    autoscaling_config={
-        "min_replicas": 1,
-        "max_replicas": 2,
-        "target_ongoing_requests": 4,
-    },
-)
+@serve.deployment  # sized by serve_config.yaml (serve_app/deployment_defaults.py)
 class Transcriber:
     def __init__(
         self,

@@ -36,12 +36,9 @@ from jobs.state.records import JobRecord, JobStatus
 log = logging.getLogger(__name__)
 
 
-@serve.deployment(
-    num_replicas=1,
-    max_ongoing_requests=1000,
-    ray_actor_options={"num_cpus": 0},
-    health_check_period_s=5,
-)
+# One per application (serve_config.yaml says so, with its CPUs); leases in Redis keep one
+# runner per job even while a redeploy briefly overlaps two.
+@serve.deployment(max_ongoing_requests=1000, health_check_period_s=5)
 class JobManager:
     def __init__(self, config: JobsConfig, transcriber=None, diarizer=None) -> None:
         from jobs.state.redis_server import resolve_redis_url
