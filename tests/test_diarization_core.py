@@ -133,3 +133,35 @@ def test_more_speakers_asked_than_voices_gives_a_note(diarizer, sample):
     result = diarizer(sample[: 10 * SAMPLE_RATE], DiarizeOptions(num_speakers=6))
     assert 1 <= len(result.speakers) < 6
     assert result.notes and "6" in result.notes[0]
+
+
+def test_segments_analysed_together_match_pyannote_windows_and_each_alone(diarizer, sample):
+    """Issue 23 item 2: several segments share forward passes. Their sliding windows are
+    pyannote Inference's, bit for bit; each segment's result is its result alone."""
+    import torch
+    from pyannote.audio import Inference
+
+    seg = diarizer.segmenter
+    parts = [sample[: 12 * SAMPLE_RATE], sample[5 * SAMPLE_RATE : 33 * SAMPLE_RATE], sample]
+    parts += [np.zeros(SAMPLE_RATE, np.float32), sample[: SAMPLE_RATE // 2]]
+    inference = Inference(seg.model, duration=seg.duration, step=seg.step, skip_aggregation=True)
+    for part in (parts[0], parts[1], parts[4]):
+        ref = inference({"waveform": torch.from_numpy(part)[None], "sample_rate": SAMPLE_RATE})
+        assert np.array_equal(np.nan_to_num(ref.data), seg(part).data)
+
+    together = diarizer.analyse_many(parts)
+    assert [a.duration for a in together] == [len(p) / SAMPLE_RATE for p in parts]
+    assert together[3].seg is None  # silence: nothing to cluster, and no error
+    for part, joint in zip(parts, together, strict=True):
+        alone = diarizer.analyse(part)
+        if alone.seg is None:
+            assert joint.seg is None
+            continue
+        assert np.array_equal(alone.seg.data, joint.seg.data)
+        assert len(alone.pieces) == len(joint.pieces)
+        # CAM++ pieces share batches with other segments' pieces (padded to another length):
+        cosine = np.sum(alone.vectors * joint.vectors, axis=1)
+        assert cosine.min() > 0.99, cosine.min()
+        a, b = diarizer.finish(alone), diarizer.finish(joint)
+        assert a.speakers == b.speakers
+        assert _der(a) == pytest.approx(_der(b), abs=0.01) if part is sample else True

@@ -138,11 +138,20 @@ def load_diarizer(
     return HubPipelineDiarizer(model, hf_token, device)
 
 
-@serve.deployment(
-    ray_actor_options={"num_cpus": 1, "num_gpus": 0},
-    max_ongoing_requests=4,
-    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 2},
-)
+def _rejected_or(seconds: float, fn, *args):
+    """`fn(*args)`, or InputRejected when the audio (`seconds` long) is what fails: the same
+    audio and options fail again, so the caller should not retry."""
+    try:
+        return fn(*args)
+    except (ValueError, IndexError) as exc:
+        log.exception("diarizer failed on %.1f s of audio", seconds)
+        return InputRejected(
+            "the diarizer could not process this audio "
+            f"({type(exc).__name__}; details are in the replica log)"
+        )
+
+
+@serve.deployment  # sized by serve_config.yaml (serve_app/deployment_defaults.py)
 class Diarizer:
     def __init__(
         self,
@@ -169,6 +178,17 @@ class Diarizer:
         limit_threads(self.threads)  # numpy's BLAS in the clustering too
         # One inference at a time per replica: torch already uses every reserved thread.
         self._lock = asyncio.Lock()
+        self.largest_batch = 0
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Live batch knobs: max_batch_requests (segments per model call),
+        batch_wait_timeout_s, window_batch_size (segmentation windows per forward pass)."""
+        if "max_batch_requests" in user_config:
+            self._batched.set_max_batch_size(int(user_config["max_batch_requests"]))
+        if "batch_wait_timeout_s" in user_config:
+            self._batched.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+        if "window_batch_size" in user_config and hasattr(self.backend, "segmenter"):
+            self.backend.segmenter.batch_size = int(user_config["window_batch_size"])
 
     async def diarize(
         self, audio: np.ndarray, options: DiarizeOptions | dict | None = None
@@ -176,8 +196,35 @@ class Diarizer:
         """Diarize 16 kHz mono float32 audio; times are relative to its start."""
         audio = await resolve_audio(audio)
         opts = parse_options(DiarizeOptions, options)
-        result = await self._run(self.backend, audio, opts)
+        result = await self._batched(audio, opts)
+        if isinstance(result, Exception):  # this request's own failure, not its batch's
+            raise result
         return result.model_copy(update={"served_by": self.served_by})
+
+    @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
+    async def _batched(
+        self, audios: list[np.ndarray], options: list[DiarizeOptions]
+    ) -> list[Diarization | Exception]:
+        """Segments of any jobs that arrive together share the models' forward passes."""
+        self.largest_batch = max(self.largest_batch, len(audios))
+        async with self._lock:
+            return await asyncio.to_thread(self._diarize_many, audios, options)
+
+    def _diarize_many(self, audios, options) -> list[Diarization | Exception]:
+        if len(audios) > 1 and hasattr(self.backend, "analyse_many"):
+            try:
+                analyses = self.backend.analyse_many(audios)
+            except (ValueError, IndexError):  # one bad segment: find it, alone
+                log.warning("a batch of %d segments failed; diarizing each alone", len(audios))
+            else:
+                return [
+                    _rejected_or(len(x) / SAMPLE_RATE, self.backend.finish, a, o)
+                    for a, o, x in zip(analyses, options, audios, strict=True)
+                ]
+        return [
+            _rejected_or(len(a) / SAMPLE_RATE, self.backend, a, o)
+            for a, o in zip(audios, options, strict=True)
+        ]
 
     async def changes(self, audio: np.ndarray, options: Any = None) -> SpeakerChanges:
         """Where the voice changes in 16 kHz mono float32 audio (segmentation only with the
@@ -192,15 +239,12 @@ class Diarizer:
 
     async def _run(self, fn, audio: np.ndarray, *args):
         async with self._lock:
-            try:
-                return await asyncio.to_thread(fn, audio, *args)
-            except (ValueError, IndexError) as exc:
-                # Same audio, same options, same failure: say so once instead of retrying.
-                log.exception("diarizer failed on %.1f s of audio", len(audio) / SAMPLE_RATE)
-                raise InputRejected(
-                    "the diarizer could not process this audio "
-                    f"({type(exc).__name__}; details are in the replica log)"
-                ) from None
+            result = await asyncio.to_thread(
+                _rejected_or, len(audio) / SAMPLE_RATE, fn, audio, *args
+            )
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     async def voiceprint(self, audio: np.ndarray) -> VoiceSample:
         """The main voice of a short sample (speaker enrollment): its embedding and how much
@@ -208,4 +252,6 @@ class Diarizer:
         return voice_sample(await self.diarize(audio, DiarizeOptions()))
 
     def info(self) -> dict[str, Any]:
-        return replica_info(model=self.model_name, threads=self.threads)
+        return replica_info(
+            model=self.model_name, threads=self.threads, largest_batch=self.largest_batch
+        )

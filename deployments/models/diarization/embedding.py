@@ -13,6 +13,8 @@ context-aware masking (blocks of 12, 24 and 16 layers, growth 32) and statistics
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections import OrderedDict
 from pathlib import Path
 
@@ -26,6 +28,9 @@ FEAT_DIM = 80
 EMBEDDING_DIM = 192
 FRAME_SHIFT_S = 0.01
 MIN_SAMPLES = 400  # one 25 ms fbank frame
+# Pieces are padded by at most this ratio (by repeating themselves) to share forward passes.
+LENGTH_STEP = 1.1
+_LADDER = sorted({math.ceil(LENGTH_STEP**k) for k in range(200)})  # up to ~5e8 frames
 
 
 def _nonlinear(config: str, channels: int) -> nn.Sequential:
@@ -226,29 +231,32 @@ class SpeakerEmbedder:
     def __call__(self, pieces: list[np.ndarray]) -> np.ndarray:
         """Embed each piece of audio (each at least MIN_SAMPLES long).
 
-        Pieces of similar length share a forward pass; shorter ones are padded by repeating
-        themselves, which keeps their statistics (zero padding would not).
+        Each piece is padded to the next length on a ladder (repeating itself, which keeps
+        its statistics; zero padding would not), and pieces of one padded length share a
+        forward pass. The padding depends on the piece alone, so its embedding does not
+        depend on which pieces, of this segment or of others, share its batch.
         """
         out = np.zeros((len(pieces), EMBEDDING_DIM), dtype=np.float32)
         if not pieces:
             return out
         feats = [self.fbank(p) for p in pieces]
-        order = np.argsort([len(f) for f in feats])
-        batch: list[int] = []
-        for i in [*order.tolist(), None]:
-            longest = len(feats[batch[-1]]) if batch else 0
-            full = i is not None and len(feats[i]) * (len(batch) + 1) > self.batch_frames
-            # Similar lengths only, so repeat-padding changes little.
-            uneven = i is not None and batch and len(feats[i]) > 1.25 * len(feats[batch[0]])
-            if batch and (i is None or full or uneven):
-                padded = torch.stack([_repeat_to(feats[j], longest) for j in batch])
+        by_length: dict[int, list[int]] = {}
+        for i, f in enumerate(feats):
+            by_length.setdefault(padded_length(len(f)), []).append(i)
+        for frames, members in sorted(by_length.items()):
+            per_pass = max(1, self.batch_frames // frames)
+            for b in range(0, len(members), per_pass):
+                batch = members[b : b + per_pass]
+                padded = torch.stack([_repeat_to(feats[j], frames) for j in batch])
                 with torch.inference_mode():
-                    emb = self.model(padded.to(self.device)).float().cpu().numpy()
-                out[batch] = emb
-                batch = []
-            if i is not None:
-                batch.append(i)
+                    out[batch] = self.model(padded.to(self.device)).float().cpu().numpy()
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-8)
+
+
+def padded_length(frames: int) -> int:
+    """The smallest length on a ladder of ratio LENGTH_STEP that holds `frames`."""
+    i = bisect.bisect_left(_LADDER, frames)
+    return _LADDER[i] if i < len(_LADDER) else frames
 
 
 def _repeat_to(feats: torch.Tensor, frames: int) -> torch.Tensor:

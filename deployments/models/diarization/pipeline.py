@@ -96,29 +96,47 @@ class SpeakerDiarizer:
 
     def analyse(self, audio: np.ndarray) -> Analysis:
         """The model work (segmentation, pieces, embeddings): everything before clustering."""
-        audio = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
-        local = self._local(audio)
-        if local is None:
-            return Analysis(len(audio) / SAMPLE_RATE)
-        duration, seg, count, track = local
-        activity = pc.track_activity(seg, track)
-        pieces = pc.make_pieces(activity, count, seg.frame_step)
-        vectors = self.embedder([self._piece_audio(p, audio, seg) for p in pieces])
-        weights = np.array([_weight(p, seg.frame_step) for p in pieces])
-        links = pc.cannot_link(seg, track, pieces)
-        return Analysis(duration, seg, count, track, activity, pieces, vectors, weights, links)
+        return self.analyse_many([audio])[0]
 
-    def _local(self, audio: np.ndarray):
-        """(duration, segmentation, speaker count, local tracks), or None without speech."""
-        duration = len(audio) / SAMPLE_RATE
-        if duration < MIN_AUDIO_SECONDS or not np.any(audio):
-            return None
-        seg = self.segmenter(audio)
+    def analyse_many(self, audios: list[np.ndarray]) -> list[Analysis]:
+        """`analyse` for several audios at once: all their segmentation windows, and then all
+        their pieces, share forward passes (a GPU stays busy on short segments)."""
+        audios = [np.ascontiguousarray(np.asarray(a, dtype=np.float32).reshape(-1)) for a in audios]
+        out = [Analysis(len(a) / SAMPLE_RATE) for a in audios]
+        live = [i for i, a in enumerate(audios) if _has_sound(a)]
+        segs = self.segmenter.many([audios[i] for i in live])
+        found = []  # (index, seg, count, track, activity, pieces)
+        for i, seg in zip(live, segs, strict=True):
+            local = self._local(seg)
+            if local is None:
+                continue
+            count, track = local
+            activity = pc.track_activity(seg, track)
+            found.append(
+                (i, seg, count, track, activity, pc.make_pieces(activity, count, seg.frame_step))
+            )
+        piece_audio = [
+            self._piece_audio(p, audios[i], seg) for i, seg, *_, pieces in found for p in pieces
+        ]
+        vectors = self.embedder(piece_audio)
+        at = 0
+        for i, seg, count, track, activity, pieces in found:
+            weights = np.array([_weight(p, seg.frame_step) for p in pieces])
+            links = pc.cannot_link(seg, track, pieces)
+            mine = vectors[at : at + len(pieces)]
+            at += len(pieces)
+            out[i] = Analysis(
+                out[i].duration, seg, count, track, activity, pieces, mine, weights, links
+            )
+        return out
+
+    def _local(self, seg: LocalSegmentation):
+        """(speaker count, local tracks) of a segmentation, or None without speech."""
         count = seg.speaker_count(self.params.count_onset)
         track = pc.link_tracks(seg)
         if track.max() < 0 or count.max() == 0:
             return None
-        return duration, seg, count, track
+        return count, track
 
     def speaker_changes(self, audio: np.ndarray) -> list[SpeakerTurn]:
         """Who speaks alone when, from the segmentation model only (no embeddings, no
@@ -126,10 +144,14 @@ class SpeakerDiarizer:
         so the turns change where the voice does, though one person may come back as
         another track. A third to a half of what diarizing costs (no embeddings)."""
         audio = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
-        local = self._local(audio)
+        if not _has_sound(audio):
+            return []
+        seg = self.segmenter(audio)
+        local = self._local(seg)
         if local is None:
             return []
-        duration, seg, count, track = local
+        count, track = local
+        duration = len(audio) / SAMPLE_RATE
         tracks = int(track.max()) + 1
         own = np.repeat(np.arange(tracks)[:, None], seg.num_global_frames, axis=1)
         alone, _ = pc.reconstruct(seg, track, own, np.minimum(count, 1), tracks)
@@ -203,6 +225,10 @@ class SpeakerDiarizer:
         centre = seg.frame_start + (0.5 * (piece.start + piece.end)) * seg.frame_step
         lo = max(0, min(round(centre * SAMPLE_RATE) - need // 2, len(audio) - need))
         return audio[lo : lo + need]
+
+
+def _has_sound(audio: np.ndarray) -> bool:
+    return len(audio) / SAMPLE_RATE >= MIN_AUDIO_SECONDS and bool(np.any(audio))
 
 
 def _weight(piece: pc.Piece, frame_step: float) -> float:

@@ -3,12 +3,13 @@
 Weights: `pytorch_model.bin` of pyannote/segmentation-3.0 (PyanNet: SincNet + LSTM), loaded with
 `pyannote.audio.Model.from_pretrained`. It takes 10 s of 16 kHz mono audio and returns, for
 each of 589 frames (~17 ms hop), one of 7 powerset classes: silence, one of 3 local speakers,
-or a pair of them speaking at once. pyannote's `Inference` slides the window over the input and
-turns the powerset into 3 binary local-speaker activities per frame.
+or a pair of them speaking at once. The window slides over the input as pyannote's `Inference`
+slides it, and the powerset becomes 3 binary local-speaker activities per frame.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,12 @@ class LocalSegmentation:
 
 
 class Segmenter:
-    """Sliding-window segmentation-3.0.
+    """Sliding-window segmentation-3.0, over one audio or many in shared forward passes.
+
+    The windows are cut as pyannote's `Inference` cuts them (10 s, hop `step`, the last one
+    zero-padded) and each frame's powerset class becomes binary local-speaker activities as
+    it does (argmax); the windows of several audios go through the model together, so a
+    GPU sees full batches however short each segment is.
 
     Args:
         path: the segmentation-3.0 checkpoint.
@@ -88,33 +94,68 @@ class Segmenter:
         import torch
 
         silence_torchcodec_warning()
-        from pyannote.audio import Inference, Model
+        from pyannote.audio import Model
+        from pyannote.audio.utils.powerset import Powerset
 
         model = Model.from_pretrained(Path(path).expanduser())
         if model is None:
             raise FileNotFoundError(f"cannot load segmentation model {path}")
-        self.duration = float(model.specifications.duration)
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        spec = model.specifications
+        self.duration = float(spec.duration)
         self.step = step * self.duration
+        self.window = round(self.duration * SAMPLE_RATE)
+        self.hop = round(self.step * SAMPLE_RATE)
         self.frames = model.receptive_field
-        self._inference = Inference(
-            model,
-            duration=self.duration,
-            step=self.step,
-            skip_aggregation=True,
-            device=torch.device(device),
-            batch_size=batch_size,
+        # (powerset classes, local speakers): which speakers each class means.
+        self.mapping = Powerset(len(spec.classes), spec.powerset_max_classes).mapping.to(
+            self.device
         )
+        self.batch_size = batch_size
+
+    def windows(self, audio: np.ndarray):
+        """(chunks, 1, window) tensor of the audio's sliding windows."""
+        import torch
+        import torch.nn.functional as F
+
+        wave = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+        n = len(wave)
+        full = (n - self.window) // self.hop + 1 if n >= self.window else 0
+        parts = [wave.unfold(0, self.window, self.hop)] if full else []
+        if n < self.window or (n - self.window) % self.hop > 0:
+            last = wave[full * self.hop :]
+            parts.append(F.pad(last, (0, self.window - len(last)))[None])
+        return torch.cat(parts)[:, None]
+
+    def many(self, audios: list[np.ndarray]) -> list[LocalSegmentation]:
+        """Segment each audio; all their windows share forward passes."""
+        import torch
+        import torch.nn.functional as F
+
+        if not audios:
+            return []
+        chunks = [self.windows(a) for a in audios]
+        stacked = torch.cat(chunks)
+        out = []
+        with torch.inference_mode():
+            for b in range(0, len(stacked), self.batch_size):
+                powerset = self.model(stacked[b : b + self.batch_size].to(self.device))
+                one_hot = F.one_hot(powerset.argmax(dim=-1), powerset.shape[-1])
+                out.append((one_hot.to(self.mapping.dtype) @ self.mapping).cpu().numpy())
+        data = np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0, 3), np.float32)
+        bounds = np.cumsum([0, *(len(c) for c in chunks)])
+        return [
+            LocalSegmentation(
+                data=data[a:b],
+                chunk_step=self.step,
+                frame_start=float(self.frames.start),
+                frame_step=float(self.frames.step),
+                frame_duration=float(self.frames.duration),
+            )
+            for a, b in itertools.pairwise(bounds)
+        ]
 
     def __call__(self, audio: np.ndarray) -> LocalSegmentation:
-        import torch
+        return self.many([audio])[0]
 
-        waveform = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
-        with torch.inference_mode():
-            out = self._inference({"waveform": waveform, "sample_rate": SAMPLE_RATE})
-        return LocalSegmentation(
-            data=np.nan_to_num(out.data).astype(np.float32),
-            chunk_step=float(out.sliding_window.step),
-            frame_start=float(self.frames.start),
-            frame_step=float(self.frames.step),
-            frame_duration=float(self.frames.duration),
-        )
