@@ -71,9 +71,7 @@ def main() -> int:
 
     with workspace() as tmp:
         settings = bench_settings(tmp / "data", args)
-        all_sets = {
-            name: cases for name, cases in sets(args, tmp).items() if "espeak" not in name
-        }
+        all_sets = {name: cases for name, cases in sets(args, tmp).items() if "espeak" not in name}
         for length in args.lengths:
             segment_s = WHOLE if length == "whole" else float(length)
             engine = InProcess(settings, args.threads, segment_s=segment_s)

@@ -158,4 +158,3 @@ class Segmenter:
 
     def __call__(self, audio: np.ndarray) -> LocalSegmentation:
         return self.many([audio])[0]
-
