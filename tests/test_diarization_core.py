@@ -135,18 +135,29 @@ def test_more_speakers_asked_than_voices_gives_a_note(diarizer, sample):
     assert result.notes and "6" in result.notes[0]
 
 
-def test_segments_analysed_together_match_pyannote_windows_and_each_alone(diarizer, sample):
-    """Issue 23 item 2: several segments share forward passes. Their sliding windows are
-    pyannote Inference's, bit for bit; each segment's result is its result alone."""
+def test_segments_analysed_together_match_pyannote_and_each_alone(diarizer, sample, models_dir):
+    """Issue 23 items 2 and 8: several segments share forward passes of the plain-torch
+    network. Windows and activities are pyannote's (its own model through its Inference),
+    bit for bit; each segment's result is its result alone."""
     import torch
-    from pyannote.audio import Inference
+    from pyannote.audio import Inference, Model
+
+    from deployments.models.model_store import resolve_bundled_diarization
 
     seg = diarizer.segmenter
     parts = [sample[: 12 * SAMPLE_RATE], sample[5 * SAMPLE_RATE : 33 * SAMPLE_RATE], sample]
     parts += [np.zeros(SAMPLE_RATE, np.float32), sample[: SAMPLE_RATE // 2]]
-    inference = Inference(seg.model, duration=seg.duration, step=seg.step, skip_aggregation=True)
+    model = Model.from_pretrained(resolve_bundled_diarization(models_dir)[0])
+    frames = model.receptive_field
+    assert (seg.frame_start, seg.frame_step, seg.frame_duration) == (
+        frames.start,
+        frames.step,
+        frames.duration,
+    )
+    inference = Inference(model, duration=seg.duration, step=seg.step, skip_aggregation=True)
     for part in (parts[0], parts[1], parts[4]):
         ref = inference({"waveform": torch.from_numpy(part)[None], "sample_rate": SAMPLE_RATE})
+        assert ref.sliding_window.step == seg(part).chunk_step
         assert np.array_equal(np.nan_to_num(ref.data), seg(part).data)
 
     together = diarizer.analyse_many(parts)
@@ -165,3 +176,19 @@ def test_segments_analysed_together_match_pyannote_windows_and_each_alone(diariz
         a, b = diarizer.finish(alone), diarizer.finish(joint)
         assert a.speakers == b.speakers
         assert _der(a) == pytest.approx(_der(b), abs=0.01) if part is sample else True
+
+
+def test_best_pairs_is_an_optimal_assignment():
+    """Track linking pairs local speakers of overlapping windows without scipy (a bare GPU
+    host runs this code): as good a total as linear_sum_assignment, on every matrix."""
+    from scipy.optimize import linear_sum_assignment
+
+    from deployments.models.diarization.pieces import best_pairs
+
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        iou = np.round(rng.random((3, 3)), 1) * (rng.random((3, 3)) < 0.7)
+        rows, cols = linear_sum_assignment(iou, maximize=True)
+        pairs = best_pairs(iou)
+        assert sorted(i for i, _ in pairs) == sorted(j for _, j in pairs) == [0, 1, 2]
+        assert sum(iou[i, j] for i, j in pairs) == pytest.approx(iou[rows, cols].sum())

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deployments.models.diarization.fbank import fbank
+
 SAMPLE_RATE = 16_000
 FEAT_DIM = 80
 EMBEDDING_DIM = 192
@@ -222,10 +224,8 @@ class SpeakerEmbedder:
 
     def fbank(self, audio: np.ndarray) -> torch.Tensor:
         """(frames, 80) mean-normalised Kaldi fbank of float audio in [-1, 1]."""
-        import torchaudio.compliance.kaldi as kaldi
-
-        wave = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None] * 32768.0
-        feats = kaldi.fbank(wave, num_mel_bins=FEAT_DIM, sample_frequency=SAMPLE_RATE, dither=0.0)
+        wave = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(self.device)
+        feats = fbank(wave * 32768.0, FEAT_DIM)  # on the model's device
         return feats - feats.mean(dim=0, keepdim=True)
 
     def __call__(self, pieces: list[np.ndarray]) -> np.ndarray:

@@ -37,8 +37,6 @@ class Piece:
 
 def link_tracks(seg: LocalSegmentation) -> np.ndarray:
     """(chunks, local) track id of every local speaker, -1 where it never speaks."""
-    from scipy.optimize import linear_sum_assignment
-
     active = seg.data > 0.5
     chunks, frames, local = active.shape
     valid = active.any(axis=1)
@@ -59,13 +57,21 @@ def link_tracks(seg: LocalSegmentation) -> np.ndarray:
         inter = a.T @ b
         union = a.sum(0)[:, None] + b.sum(0)[None] - inter
         iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
-        for i, j in zip(*linear_sum_assignment(iou, maximize=True), strict=True):
+        for i, j in best_pairs(iou):
             if iou[i, j] >= LINK_IOU and valid[c, i] and valid[c + 1, j]:
                 parent[find(c * local + i)] = find((c + 1) * local + j)
     roots = np.array([find(i) for i in range(len(parent))]).reshape(chunks, local)
     track = np.full((chunks, local), -1, dtype=np.int64)
     track[valid] = np.unique(roots[valid], return_inverse=True)[1]
     return track
+
+
+def best_pairs(score: np.ndarray) -> list[tuple[int, int]]:
+    """The one-to-one pairing of rows and columns of a square matrix with the highest total
+    score (what scipy's linear_sum_assignment finds; 3 local speakers make 6 candidates)."""
+    n = score.shape[0]
+    cols = max(itertools.permutations(range(n)), key=lambda p: score[range(n), p].sum())
+    return list(enumerate(cols))
 
 
 def track_activity(seg: LocalSegmentation, track: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Local speaker segmentation with pyannote/segmentation-3.0.
 
-Weights: `pytorch_model.bin` of pyannote/segmentation-3.0 (PyanNet: SincNet + LSTM), loaded with
-`pyannote.audio.Model.from_pretrained`. It takes 10 s of 16 kHz mono audio and returns, for
+Weights: `pytorch_model.bin` of pyannote/segmentation-3.0 (PyanNet: SincNet + LSTM), run as
+plain torch (pyannet.py). It takes 10 s of 16 kHz mono audio and returns, for
 each of 589 frames (~17 ms hop), one of 7 powerset classes: silence, one of 3 local speakers,
 or a pair of them speaking at once. The window slides over the input as pyannote's `Inference`
 slides it, and the powerset becomes 3 binary local-speaker activities per frame.
@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from deployments.models.quiet import silence_torchcodec_warning
+from deployments.models.diarization import pyannet
 
 SAMPLE_RATE = 16_000
+WINDOW_S = 10.0  # the window segmentation-3.0 was trained on
 
 
 @dataclass(frozen=True)
@@ -93,25 +94,15 @@ class Segmenter:
     ) -> None:
         import torch
 
-        silence_torchcodec_warning()
-        from pyannote.audio import Model
-        from pyannote.audio.utils.powerset import Powerset
-
-        model = Model.from_pretrained(Path(path).expanduser())
-        if model is None:
-            raise FileNotFoundError(f"cannot load segmentation model {path}")
         self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
-        spec = model.specifications
-        self.duration = float(spec.duration)
+        self.model = pyannet.load(path).to(self.device)
+        self.duration = WINDOW_S
         self.step = step * self.duration
         self.window = round(self.duration * SAMPLE_RATE)
         self.hop = round(self.step * SAMPLE_RATE)
-        self.frames = model.receptive_field
+        self.frame_start, self.frame_step, self.frame_duration = pyannet.frame_geometry()
         # (powerset classes, local speakers): which speakers each class means.
-        self.mapping = Powerset(len(spec.classes), spec.powerset_max_classes).mapping.to(
-            self.device
-        )
+        self.mapping = pyannet.powerset_mapping().to(self.device)
         self.batch_size = batch_size
 
     def windows(self, audio: np.ndarray):
@@ -149,9 +140,9 @@ class Segmenter:
             LocalSegmentation(
                 data=data[a:b],
                 chunk_step=self.step,
-                frame_start=float(self.frames.start),
-                frame_step=float(self.frames.step),
-                frame_duration=float(self.frames.duration),
+                frame_start=self.frame_start,
+                frame_step=self.frame_step,
+                frame_duration=self.frame_duration,
             )
             for a, b in itertools.pairwise(bounds)
         ]
