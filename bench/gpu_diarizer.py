@@ -143,6 +143,25 @@ def processes(args, n: int) -> dict:
     }
 
 
+def compare_half(args, diarizer, audio: np.ndarray) -> dict:
+    """CAM++ in float16 against float32 on the same pieces of the clip (serve_config.gpu.yaml's
+    diarization_half): the lowest cosine between the two embeddings of a piece, the speakers
+    found, and the RTTM for --score."""
+    from deployments.models.diarization.embedding import SpeakerEmbedder
+
+    full = diarizer.analyse(audio)
+    fp32 = diarizer.embedder
+    diarizer.embedder = SpeakerEmbedder(args.bundle / "campplus.pt", args.device, half=True)
+    try:
+        half = diarizer.analyse(audio)
+        result = diarizer.finish(half)
+    finally:
+        diarizer.embedder = fp32
+    (args.out / "whole_half.rttm").write_text(rttm(result.turns, "clip"))
+    cosine = np.sum(full.vectors * half.vectors, axis=1)
+    return {"min_cosine": float(cosine.min()), "speakers": len(result.speakers)}
+
+
 def rttm(turns, uri: str, offset: float = 0.0) -> str:
     return "".join(
         f"SPEAKER {uri} 1 {t.start + offset:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} "
@@ -177,6 +196,7 @@ def measure(args) -> dict:
         times.append(time.perf_counter() - t0)
     report["models_whole_clip_x"] = audio_s / statistics.median(times)
     report["whole_clip_speakers"] = len(whole.speakers)
+    report["half"] = compare_half(args, diarizer, audio)
 
     parts = segments(audio, args.segment_s)
     stages = _Stages(diarizer, args.device)
@@ -207,6 +227,11 @@ def print_report(report: dict) -> None:
         f"{report['clip_s']:.0f} s real-speech clip, {report['threads']} CPU threads/process\n"
     )
     print(f"- models alone, whole clip in one call: {report['models_whole_clip_x']:.0f}x realtime")
+    half = report["half"]
+    print(
+        f"- CAM++ float16 vs float32: lowest cosine {half['min_cosine']:.4f}, "
+        f"{half['speakers']} speakers (float32: {report['whole_clip_speakers']})"
+    )
     for key in [k for k in report if k.startswith("one_process_batch_")]:
         r = report[key]
         where = ", ".join(f"{k} {v:.3f}" for k, v in r.items() if k.endswith("per segment"))
@@ -228,13 +253,15 @@ def score(bundle: Path, out: Path) -> None:
     from pyannote.metrics.diarization import DiarizationErrorRate
 
     ref = load_rttm(str(bundle / "clip.rttm"))["clip"]
-    hyp = load_rttm(str(out / "whole.rttm"))["clip"]
-    metric = DiarizationErrorRate(collar=0.0)
-    der = metric(ref, hyp, detailed=True)
-    print(
-        f"whole clip: DER {der['diarization error rate']:.3f}, speakers "
-        f"{len(hyp.labels())}/{len(ref.labels())}"
-    )
+    for name in ("whole", "whole_half"):
+        if not (out / f"{name}.rttm").exists():
+            continue
+        hyp = load_rttm(str(out / f"{name}.rttm"))["clip"]
+        der = DiarizationErrorRate(collar=0.0)(ref, hyp, detailed=True)
+        print(
+            f"{name.replace('_', ' ')} clip: DER {der['diarization error rate']:.3f}, speakers "
+            f"{len(hyp.labels())}/{len(ref.labels())}"
+        )
 
 
 def main() -> int:

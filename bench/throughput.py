@@ -1,6 +1,7 @@
 """Throughput on long real speech: the service as users run it vs faster-whisper in-process.
 
     .venv/bin/python bench/throughput.py --minutes 5 20 60 [--runs 3] [--diarize] [--json PATH]
+    .venv/bin/python bench/throughput.py --minutes 23 --job-model tiny.en   # the extra model
 
 For each length, real speech (Debian's Allison prompts, bench.common.real_speech) is
 transcribed by, side by side in one run, on the same cores and model:
@@ -60,6 +61,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="Serve config deployed")
     parser.add_argument(
         "--synthetic", action="store_true", help="espeak meetings instead of real speech"
+    )
+    parser.add_argument(
+        "--job-model",
+        help="jobs ask for this served model (e.g. tiny.en, an extra model of the config) "
+        "and the baselines run it; unset: the config's default model",
     )
     add_common_args(parser)
     return parser.parse_args()
@@ -169,7 +175,12 @@ def main() -> int:
         del recs
         audios = [load_audio(path) for path in paths]  # what the service will decode too
         durations = [len(audio) / SAMPLE_RATE for audio in audios]
-        baselines = run_baselines(load_whisper(settings, args.threads), audios, args)
+        model = args.job_model or settings.whisper_model
+        baseline_model = load_whisper(
+            settings.model_copy(update={"whisper_model": model}), args.threads
+        )
+        baselines = run_baselines(baseline_model, audios, args)
+        del baseline_model
         del audios
         gc.collect()  # the baseline model and audio go before the cluster starts
         service = f"service ({args.config.name})" + (" + diarization" if args.diarize else "")
@@ -179,7 +190,10 @@ def main() -> int:
             for path, base in zip(paths, baselines, strict=True):
                 base[service] = []
                 for run in range(args.runs):
-                    job = cluster.run_job(path, diarize=args.diarize, language=args.language)
+                    form = {"model": args.job_model} if args.job_model else {}
+                    job = cluster.run_job(
+                        path, diarize=args.diarize, language=args.language, **form
+                    )
                     if job.status != "completed":
                         raise RuntimeError(f"job {job.status}: {job.snapshot.get('error')}")
                     hyp = " ".join(s["text"] for s in job.result["segments"])
@@ -218,7 +232,8 @@ def main() -> int:
     ]
     source = "synthetic espeak" if args.synthetic else "real speech (Allison prompts)"
     title = (
-        f"Throughput on {source} ({settings.whisper_model}, {args.threads} baseline threads, "
+        f"Throughput on {source} ({args.job_model or settings.whisper_model}, "
+        f"{args.threads} baseline threads, "
         f"median of {args.runs} runs)"
     )
     write_json(args.json, args, [table(title, headers, rows)])

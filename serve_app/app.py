@@ -149,6 +149,7 @@ def build_app(
         device=settings.device,
         cpu_threads=settings.cpu_threads,
         segmentation_step=settings.diarization_step,
+        half=settings.diarization_half,
     )
     manager_app = JobManager.options(**options_for("JobManager", defaults, None)).bind(
         settings.jobs_config(), transcriber_apps, diarizer_app

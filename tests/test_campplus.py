@@ -79,3 +79,12 @@ def test_features_are_torchaudio_kaldi_fbank():
         got = fbank(wave, 80)
         assert got.shape == want.shape
         assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+
+
+def test_half_precision_embeddings_stay_within_cosine_0_99(weights):
+    """Issue 23 item 6: serve_config.gpu.yaml runs CAM++ in float16 (diarization_half).
+    Checked here in CPU float16; bench/gpu_diarizer.py checks it on the GPU itself."""
+    clips = [p.audio[:48_000] for v in VOICES for p in realvoices.voice_prompts(v)[:3]]
+    full = SpeakerEmbedder(weights)(clips)
+    half = SpeakerEmbedder(weights, half=True)(clips)
+    assert np.min(np.sum(full * half, axis=1)) > 0.99

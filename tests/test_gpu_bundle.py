@@ -49,6 +49,7 @@ def test_bundle_fits_and_its_bench_runs_without_the_server_install(tmp_path):
     for key in ("models_whole_clip_x", "one_process_batch_1", "one_process_batch_2"):
         assert key in report
     assert report["processes"][0]["aggregate_x"] > 0
+    assert report["half"]["min_cosine"] > 0.99, report["half"]
 
     scored = subprocess.run(
         [sys.executable, "bench/gpu_diarizer.py", "--bundle", str(bundle), "--score", str(out)],

@@ -112,12 +112,16 @@ def load_diarizer(
     device: str,
     threads: int,
     step: float | None = None,
+    half: bool = False,
 ):
     import torch
 
     torch.set_num_threads(threads)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if half and not device.startswith("cuda"):
+        log.warning("diarization_half applies on CUDA only: %s runs float32", device)
+        half = False
     if model == BUNDLED_DIARIZER:
         from deployments.models.diarization.pipeline import SEGMENTATION_STEP, SpeakerDiarizer
 
@@ -128,6 +132,7 @@ def load_diarizer(
             device=device,
             num_threads=threads,
             step=step or SEGMENTATION_STEP,
+            half=half,
         )
     if not allow_downloads or not hf_token:
         raise ModelUnavailableError(
@@ -162,6 +167,7 @@ class Diarizer:
         device: str = "auto",
         cpu_threads: int = 0,
         segmentation_step: float | None = None,
+        half: bool = False,
     ) -> None:
         self.model_name = model
         self.served_by = served_by()
@@ -174,6 +180,7 @@ class Diarizer:
             device,
             self.threads,
             segmentation_step,
+            half,
         )
         limit_threads(self.threads)  # numpy's BLAS in the clustering too
         # One inference at a time per replica: torch already uses every reserved thread.
@@ -252,6 +259,10 @@ class Diarizer:
         return voice_sample(await self.diarize(audio, DiarizeOptions()))
 
     def info(self) -> dict[str, Any]:
+        embedder = getattr(self.backend, "embedder", None)
         return replica_info(
-            model=self.model_name, threads=self.threads, largest_batch=self.largest_batch
+            model=self.model_name,
+            threads=self.threads,
+            largest_batch=self.largest_batch,
+            embedding_dtype=str(embedder.dtype).removeprefix("torch.") if embedder else None,
         )

@@ -215,11 +215,19 @@ class SpeakerEmbedder:
         path: the CAM++ state dict.
         device: torch device.
         batch_frames: padded fbank frames per forward pass (bounds memory).
+        half: run the network in float16 (features and the result stay float32).
     """
 
-    def __init__(self, path: str | Path, device: str = "cpu", batch_frames: int = 12_000) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        device: str = "cpu",
+        batch_frames: int = 12_000,
+        half: bool = False,
+    ) -> None:
         self.device = torch.device(device)
-        self.model = load_campplus(path, self.device)
+        self.dtype = torch.float16 if half else torch.float32
+        self.model = load_campplus(path, self.device).to(self.dtype)
         self.batch_frames = batch_frames
 
     def fbank(self, audio: np.ndarray) -> torch.Tensor:
@@ -249,7 +257,8 @@ class SpeakerEmbedder:
                 batch = members[b : b + per_pass]
                 padded = torch.stack([_repeat_to(feats[j], frames) for j in batch])
                 with torch.inference_mode():
-                    out[batch] = self.model(padded.to(self.device)).float().cpu().numpy()
+                    emb = self.model(padded.to(self.device, self.dtype))
+                    out[batch] = emb.float().cpu().numpy()
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-8)
 
 
