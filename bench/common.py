@@ -27,9 +27,10 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deployments.core.schemas import SAMPLE_RATE
+from serve_app.deployment_defaults import SERVE_CONFIG, config_deployments
 from tests.synth import Recording, concat, meeting
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "serve_config.yaml"
+DEFAULT_CONFIG = SERVE_CONFIG  # what `serve run` deploys
 
 PORT = 28000  # the test suite uses 18000 (and Redis 16379)
 MIB = 2**20
@@ -276,8 +277,6 @@ def fmt(value: Any, digits: int = 2) -> str:
 
 def config_options(path: Path = DEFAULT_CONFIG) -> dict[str, dict]:
     """Deployment options of a Serve config's application, keyed by deployment name."""
-    from serve_app.deployment_defaults import config_deployments
-
     return config_deployments(path)
 
 

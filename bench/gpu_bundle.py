@@ -56,18 +56,8 @@ def export_segmentation(dest: Path) -> None:
     from serve_app.settings import Settings
 
     segmentation, embedding = resolve_bundled_diarization(Settings().resolved_models_dir)
-    state = pyannet.export_state(_pyannote_model(segmentation))
-    torch.save(state, dest / "segmentation-3.0.pt")
+    torch.save(pyannet.from_pyannote(segmentation).state_dict(), dest / "segmentation-3.0.pt")
     shutil.copyfile(embedding, dest / "campplus.pt")
-
-
-def _pyannote_model(path: Path):
-    from deployments.models.quiet import silence_torchcodec_warning
-
-    silence_torchcodec_warning()
-    from pyannote.audio import Model
-
-    return Model.from_pretrained(path)
 
 
 def write_clip(dest: Path, minutes: float) -> None:

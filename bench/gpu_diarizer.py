@@ -162,10 +162,9 @@ def compare_half(args, diarizer, audio: np.ndarray) -> dict:
     return {"min_cosine": float(cosine.min()), "speakers": len(result.speakers)}
 
 
-def rttm(turns, uri: str, offset: float = 0.0) -> str:
+def rttm(turns, uri: str) -> str:
     return "".join(
-        f"SPEAKER {uri} 1 {t.start + offset:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} "
-        "<NA> <NA>\n"
+        f"SPEAKER {uri} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} <NA> <NA>\n"
         for t in turns
     )
 

@@ -134,7 +134,7 @@ class Segmenter:
                 powerset = self.model(stacked[b : b + self.batch_size].to(self.device))
                 one_hot = F.one_hot(powerset.argmax(dim=-1), powerset.shape[-1])
                 out.append((one_hot.to(self.mapping.dtype) @ self.mapping).cpu().numpy())
-        data = np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0, 3), np.float32)
+        data = np.concatenate(out).astype(np.float32)  # every audio has at least one window
         bounds = np.cumsum([0, *(len(c) for c in chunks)])
         return [
             LocalSegmentation(
