@@ -98,6 +98,16 @@ def replica_actors(deployment: str, app: str = "speech") -> list[tuple[str, str]
     ]
 
 
+def replica_infos(handle, expected: int, timeout_s: float = 60) -> dict[str, dict]:
+    """`info()` of a deployment's replicas by replica id, until `expected` have answered."""
+    seen: dict[str, dict] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(seen) < expected and time.monotonic() < deadline:
+        info = handle.info.remote().result()
+        seen[info["replica_id"]] = info
+    return seen
+
+
 def kill_replica(deployment: str, app: str = "speech") -> None:
     """SIGKILL-like: the replica dies at once and Serve starts another."""
     import ray

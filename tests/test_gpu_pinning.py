@@ -1,23 +1,14 @@
 """GPU pinning with logical GPUs: each replica gets its own device and still runs on CPU."""
 
-import time
 from pathlib import Path
 
 import pytest
 
 from deployments.core.schemas import TranscribeOptions
 from tests.conftest import JFK_TEXT, wer
+from tests.jobclient import replica_infos
 
 pytestmark = [pytest.mark.ray, pytest.mark.models]
-
-
-def _replica_infos(handle, expected: int, timeout_s: float = 60) -> dict[str, dict]:
-    seen: dict[str, dict] = {}
-    deadline = time.monotonic() + timeout_s
-    while len(seen) < expected and time.monotonic() < deadline:
-        info = handle.info.remote().result()
-        seen[info["replica_id"]] = info
-    return seen
 
 
 def _deploy_pinned(models_dir, name: str, num_gpus: float):
@@ -38,7 +29,7 @@ def test_two_replicas_each_pinned_to_their_own_gpu(ray_cluster, models_dir, jfk_
 
     handle = _deploy_pinned(models_dir, "pinning", num_gpus=1)
     try:
-        infos = _replica_infos(handle, expected=2)
+        infos = replica_infos(handle, expected=2)
         assert len(infos) == 2
         assert sorted(i["cuda_visible_devices"] for i in infos.values()) == ["0", "1"]
         assert all(len(i["gpu_ids"]) == 1 for i in infos.values())
@@ -56,7 +47,7 @@ def test_half_gpu_replicas_pack_onto_one_gpu(ray_cluster, models_dir):
 
     handle = _deploy_pinned(models_dir, "packing", num_gpus=0.5)
     try:
-        infos = _replica_infos(handle, expected=2)
+        infos = replica_infos(handle, expected=2)
         assert len(infos) == 2
         devices = {i["cuda_visible_devices"] for i in infos.values()}
         assert len(devices) == 1, devices
