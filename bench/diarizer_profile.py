@@ -9,6 +9,9 @@ segments: the two models' forward passes, the fbank features, and everything els
 CPU-side work: sliding-window bookkeeping, tracks and pieces, clustering, conversions).
 Printed: seconds per segment for each stage, median of `--runs` runs with the spread, and
 the x-realtime of the whole call. `--profile` adds the top functions by own time.
+
+`--method changes` times what a transcription-only job asks for instead (`speaker_changes`:
+the segmentation model's voice changes, no embeddings or clustering).
 """
 
 from __future__ import annotations
@@ -54,11 +57,16 @@ def _diarizer(threads: int):
     return SpeakerDiarizer(seg, emb, num_threads=threads)
 
 
-def run(diarizer, segments, batch: int) -> float:
-    """Diarize the segments `batch` per call, as a replica with that batch size does."""
+def run(diarizer, segments, batch: int, method: str = "diarize") -> float:
+    """Diarize the segments `batch` per call, as a replica with that batch size does (or,
+    method "changes", find their voice changes one at a time)."""
     from deployments.core.schemas import DiarizeOptions
 
     t0 = time.perf_counter()
+    if method == "changes":
+        for segment in segments:
+            diarizer.speaker_changes(segment)
+        return time.perf_counter() - t0
     for b in range(0, len(segments), batch):
         for analysis in diarizer.analyse_many(segments[b : b + batch]):
             diarizer.finish(analysis, DiarizeOptions())
@@ -72,6 +80,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=1, help="segments per diarizer call")
+    parser.add_argument("--method", choices=["diarize", "changes"], default="diarize")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -94,13 +103,13 @@ def main() -> None:
     emb.fbank = timer.wrap("fbank features", emb.fbank)
 
     totals, stages = [], defaultdict(list)
-    run(diarizer, segments[:2], args.batch)  # warm up
+    run(diarizer, segments[:2], args.batch, args.method)  # warm up
     for _ in range(args.runs):
         timer.spent.clear()
         if args.profile and not totals:
             prof = cProfile.Profile()
             prof.enable()
-        total = run(diarizer, segments, args.batch)
+        total = run(diarizer, segments, args.batch, args.method)
         if args.profile and not totals:
             prof.disable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(25)
@@ -118,9 +127,8 @@ def main() -> None:
     rows.append(["x realtime", audio_s / statistics.median(totals), "", ""])
     tables = [
         table(
-            f"diarizer, {args.segment_s:g} s segments, {args.batch} per call, {args.threads} "
-            f"threads (median of "
-            f"{args.runs})",
+            f"diarizer {args.method}, {args.segment_s:g} s segments, {args.batch} per call, "
+            f"{args.threads} threads (median of {args.runs})",
             ["stage", "s per segment", "spread", "share"],
             rows,
             digits=3,
