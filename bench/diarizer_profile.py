@@ -84,6 +84,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.method == "changes" and args.batch != 1:
+        parser.error("--method changes takes one segment per call: drop --batch")
 
     from tests.realvoices import cached_meeting
 
