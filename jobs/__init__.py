@@ -5,5 +5,6 @@
   files, enrolled speakers, the webhook outbox, the embedded Redis server);
 - stitching/: model-free maths that turns segment results into one transcript (stitching,
   speaker linking, languages, voiceprint matching, the streamed result writer);
+- live/: streamed transcription, window by window on the same replicas (`stream=true`);
 - integrations/: what talks to the outside (webhook delivery, Prometheus metrics).
 """

@@ -301,3 +301,36 @@ async def test_each_key_has_its_own_caps_on_active_jobs_and_stored_audio(redis_s
         assert (await _submit(c, headers=a)).status_code == 202
     api.state.services = None
     await services.store.close()
+
+
+def _sse_events(body: str) -> list[dict]:
+    return [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
+
+
+async def test_openai_stream_true_answers_server_sent_events(client):
+    for route in ("/v1/audio/transcriptions", "/v1/audio/translations"):
+        r = await client.post(
+            route,
+            files={"file": ("a.flac", WAV_JFK)},
+            data={"model": "whisper-1", "stream": "true"},
+        )
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = _sse_events(r.text)
+        assert [e["type"] for e in events] == ["transcript.text.delta", "transcript.text.done"]
+        assert events[0]["delta"] == events[1]["text"] == "hello from the fake transcriber."
+        assert events[1]["usage"] == {"type": "duration", "seconds": 11.0}
+    assert client.services.held_requests().held == 0  # the stream gave its place back
+
+
+async def test_openai_stream_rejects_bad_input_before_the_answer_begins(client):
+    r = await client.post(
+        "/v1/audio/transcriptions",
+        files={"file": ("a.flac", b"this is not audio" * 50)},
+        data={"model": "whisper-1", "stream": "true"},
+    )
+    assert r.status_code == 400 and r.headers["content-type"].startswith("application/json")
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and "file" in error["message"]
+    assert "Traceback" not in r.text
+    assert client.services.held_requests().held == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -64,6 +65,56 @@ def test_openai_client_diarized_json_on_a_two_speaker_call(openai_client):
     speakers = {seg.speaker for seg in result.segments}
     assert len(speakers) == 2, speakers
     assert result.text and all(seg.end >= seg.start for seg in result.segments)
+
+
+def _stream(client, path, **kw) -> list[tuple[float, object]]:
+    """The events of a `stream=True` call through the official client, with arrival times."""
+    with path.open("rb") as fh:
+        stream = client.audio.transcriptions.create(model="whisper-1", file=fh, stream=True, **kw)
+        return [(time.monotonic(), event) for event in stream]
+
+
+def test_openai_client_streams_text_as_windows_finish(openai_client, tmp_path):
+    import soundfile as sf
+
+    from tests.realvoices import voice_prompts
+
+    # About a minute of one real voice (distinct prompts, 0.6 s apart): three windows.
+    prompts = [p for p in voice_prompts("en_allison") if p.text][:40]
+    pieces, texts = [], []
+    for p in prompts:
+        if sum(len(a) for a in pieces) > 55 * 16000:
+            break
+        pieces += [p.audio, np.zeros(9600, np.float32)]
+        texts.append(p.text)
+    path = tmp_path / "allison.wav"
+    sf.write(path, np.concatenate(pieces), 16000)
+    events = _stream(openai_client, path)
+    kinds = [e.type for _, e in events]
+    assert kinds[-1] == "transcript.text.done" and kinds.count("transcript.text.done") == 1
+    deltas = [(t, e) for t, e in events if e.type == "transcript.text.delta"]
+    assert len(deltas) >= 3 and len(deltas) == len(kinds) - 1
+    done = events[-1][1]
+    assert "".join(e.delta for _, e in deltas) == done.text
+    assert wer(" ".join(texts), done.text) <= 0.12
+    # Text arrives window by window, not in one burst at the end.
+    assert events[-1][0] - deltas[0][0] > 0.5
+    seconds = sum(len(a) for a in pieces) / 16000
+    assert done.to_dict()["usage"]["seconds"] == pytest.approx(seconds, abs=0.05)
+
+
+def test_openai_client_streams_a_diarized_call_with_speakers(openai_client):
+    events = [
+        e
+        for _, e in _stream(
+            openai_client, pyannote_sample_dir() / "sample.wav", response_format="diarized_json"
+        )
+    ]
+    segments = [e for e in events if e.type == "transcript.text.segment"]
+    assert len({s.speaker for s in segments}) == 2
+    deltas = [e for e in events if e.type == "transcript.text.delta"]
+    assert events[-1].type == "transcript.text.done" and deltas
+    assert "".join(e.delta for e in deltas) == events[-1].text
 
 
 def test_webhook_is_signed_and_retried_while_the_receiver_is_down(http, app_settings, tmp_path):

@@ -26,6 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "jobs.state": {"jobs.stitching", "jobs.integrations", "deployments.core"},
     "jobs.config": set(),
     "jobs.stitching": {"deployments.core"},
+    "jobs.live": {"jobs.stitching", "deployments.core"},
     "jobs.integrations": set(),
     "deployments.replicas": {"deployments.models", "deployments.core"},
     "deployments.models": {"deployments.core"},

@@ -20,6 +20,12 @@ from serve_app.errors import ApiError
 from serve_app.services.context import Services, get_services
 from serve_app.services.jobs import check_language, job_options
 from serve_app.services.speakers import reference_speakers
+from serve_app.services.streaming import (
+    event_stream,
+    job_events,
+    open_window_stream,
+    window_events,
+)
 from serve_app.services.waiting import call_key, create_or_reuse, wait_for_job
 
 router = APIRouter(tags=["openai"])
@@ -50,6 +56,11 @@ async def read_audio(upload: UploadFile, max_s: float) -> np.ndarray | None:
 INPUT_FAILURES = {"input_rejected": 400, "audio_too_long": 413, "corrupt_audio": 400}
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
 TranslationFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+STREAM_HELP = (
+    "Answer with Server-Sent Events as the text is ready (transcript.text.delta, "
+    "transcript.text.segment when diarizing, transcript.text.done); response_format is "
+    "then ignored, except that diarized_json diarizes"
+)
 
 
 @router.get("/v1/models", summary="Models served (OpenAI-compatible list)")
@@ -88,8 +99,9 @@ async def create_transcription(
         list[str] | None,
         Form(alias="known_speaker_references[]", description="...2-10 s sample (data URL)"),
     ] = None,
+    stream: Annotated[bool, Form(description=STREAM_HELP)] = False,
 ) -> Response:
-    request = _Request(model, language, prompt, temperature, response_format, "transcribe")
+    request = _Request(model, language, prompt, temperature, response_format, "transcribe", stream)
     wants_names = bool(known_speaker_names or known_speaker_references)
     if wants_names and response_format not in ("json", "verbose_json", "diarized_json"):
         raise ApiError(
@@ -117,8 +129,9 @@ async def create_translation(
     prompt: Annotated[str | None, Form(max_length=2000, description="In English")] = None,
     temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
     response_format: Annotated[TranslationFormat, Form()] = "json",
+    stream: Annotated[bool, Form(description=STREAM_HELP)] = False,
 ) -> Response:
-    request = _Request(model, None, prompt, temperature, response_format, "translate")
+    request = _Request(model, None, prompt, temperature, response_format, "translate", stream)
     await _check(services, request)
     return await _respond(services, owner, file, request, ("segment",), None, http)
 
@@ -131,6 +144,7 @@ class _Request:
     temperature: float
     response_format: str
     task: str
+    stream: bool = False
 
 
 async def _check(services: Services, request: _Request) -> None:
@@ -151,6 +165,8 @@ async def _respond(
     from serve_app.rendering import render_openai
 
     diarize = request.response_format == "diarized_json" or bool(known)
+    if request.stream:
+        return await _stream(services, owner, file, request, diarize, known, http)
     words = request.response_format not in ("json", "text")
     audio = None
     if not diarize and (file.size or 0) <= services.settings.direct_decode_max_mb * 1e6:
@@ -170,25 +186,11 @@ async def _respond(
     else:
         # Long or diarized audio takes the job path: split, fanned out, stitched.
         await file.seek(0)
-        options = job_options(
-            model=request.model,
-            task=request.task,
-            language=request.language,
-            initial_prompt=request.prompt,
-            temperature=request.temperature,
-            diarize=diarize,
-            word_timestamps=True,
-            known_speakers=known,
-        )
+        options = _job_options(request, diarize, known)
         key = await call_key(file, owner, options)
         with services.held_requests().hold(owner):  # 429/503 now rather than a held slot
             submitted = await create_or_reuse(services, file, options, owner, key)
-            timeout = max(600.0, 2 * (submitted.duration or 0))
-            record = await wait_for_job(services, submitted.id, timeout, http)
-        if record is None or record.status is not JobStatus.COMPLETED:
-            _job_error(submitted.id, record)
-        raw = await services.store.result(record.id)
-        result = await asyncio.to_thread(JobResult.model_validate_json, raw)
+            result = await _job_result(services, submitted, http)
     # Rendering a long transcript is CPU work: off the event loop.
     body, media_type = await asyncio.to_thread(
         render_openai,
@@ -198,6 +200,65 @@ async def _respond(
         uri=file.filename or "audio",
     )
     return Response(body, media_type=media_type)
+
+
+async def _stream(
+    services: Services,
+    owner: str | None,
+    file: UploadFile,
+    request: _Request,
+    diarize: bool,
+    known: list | None,
+    http: Request,
+) -> Response:
+    """`stream=true`: Server-Sent Events (serve_app/services/streaming.py)."""
+    held = services.held_requests()
+    held.acquire(owner)  # 429/503 now, rather than a slot held for minutes
+    try:
+        if not diarize:
+            options = TranscribeOptions(
+                language=request.language,
+                task=request.task,
+                initial_prompt=request.prompt,
+                temperature=request.temperature,
+                word_timestamps=True,  # the stitcher's sentences come from words
+            )
+            stream = await open_window_stream(services, file, options, request.model)
+            events = window_events(stream)
+        else:
+            options = _job_options(request, True, known)
+            key = await call_key(file, owner, options)
+            submitted = await create_or_reuse(services, file, options, owner, key)
+            events = job_events(
+                lambda: _job_result(services, submitted, http), services.settings.sse_keepalive_s
+            )
+    except BaseException:
+        held.release(owner)
+        raise
+    return event_stream(services, owner, events)
+
+
+def _job_options(request: _Request, diarize: bool, known: list | None):
+    return job_options(
+        model=request.model,
+        task=request.task,
+        language=request.language,
+        initial_prompt=request.prompt,
+        temperature=request.temperature,
+        diarize=diarize,
+        word_timestamps=True,
+        known_speakers=known,
+    )
+
+
+async def _job_result(services: Services, submitted: JobRecord, http: Request) -> JobResult:
+    """The finished result of the call's job (waited on), or the error its caller gets."""
+    timeout = max(600.0, 2 * (submitted.duration or 0))
+    record = await wait_for_job(services, submitted.id, timeout, http)
+    if record is None or record.status is not JobStatus.COMPLETED:
+        _job_error(submitted.id, record)
+    raw = await services.store.result(record.id)
+    return await asyncio.to_thread(JobResult.model_validate_json, raw)
 
 
 def _job_error(job_id: str, record: JobRecord | None) -> NoReturn:

@@ -1,0 +1,1 @@
+"""Transcription while the caller waits on an open connection: `stream=true` windows."""
