@@ -15,6 +15,7 @@ APT_PACKAGES=(
   asterisk-core-sounds-es-wav asterisk-core-sounds-ru-wav asterisk-prompt-es-co
   asterisk-prompt-fr-armelle asterisk-prompt-it-menardi-wav
   asterisk-core-sounds-en asterisk-core-sounds-it asterisk-core-sounds-ru  # transcripts
+  chromium  # headless browser for the /live page's test (real-speech file as the microphone)
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

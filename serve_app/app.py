@@ -23,6 +23,7 @@ from serve_app.exposure import check_exposure, serve_http_host
 from serve_app.limits import BodySizeLimit
 from serve_app.routers.jobs import router as jobs_router
 from serve_app.routers.openai import router as openai_router
+from serve_app.routers.realtime import router as realtime_router
 from serve_app.routers.speakers import router as speakers_router
 from serve_app.services.context import Services, get_services, install
 from serve_app.settings import Settings
@@ -41,6 +42,7 @@ api.add_middleware(BodySizeLimit)
 api.include_router(openai_router)
 api.include_router(jobs_router)
 api.include_router(speakers_router)
+api.include_router(realtime_router)
 
 
 @api.get("/healthz", summary="Readiness: 200 once models, Redis and the job manager answer")

@@ -22,7 +22,7 @@ def owner_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
-def _presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
     if x_api_key:
         return x_api_key.strip()
     if authorization and authorization.lower().startswith("bearer "):
@@ -36,10 +36,13 @@ async def caller(
     x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> str | None:
     """The caller's owner id, or None when API keys are off. 401 for a missing/bad key."""
-    settings = services.settings
+    return tenant_for(services.settings, presented_key(authorization, x_api_key))
+
+
+def tenant_for(settings, presented: str | None) -> str | None:
+    """The owner id of a presented key (None when keys are off); 401 ApiError otherwise."""
     if not settings.keys_required:
         return None
-    presented = _presented_key(authorization, x_api_key)
     if presented is None:
         raise ApiError(
             401,

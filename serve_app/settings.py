@@ -97,6 +97,24 @@ class Settings(BaseSettings, JobsConfig):
     max_streams_per_key: int = Field(
         8, ge=1, description="Such held requests per API key; past it callers get 429."
     )
+    realtime_sessions_per_key: int = Field(
+        4,
+        ge=1,
+        description="Open /v1/realtime sessions per API key; past it a session is "
+        "refused (WebSocket close 1013) with an error event.",
+    )
+    realtime_idle_s: float = Field(
+        60.0, gt=0, description="A realtime session with no client event this long is closed."
+    )
+    realtime_max_session_s: float = Field(
+        3600.0, gt=0, description="Longest realtime session; start a new one after it."
+    )
+    realtime_max_buffer_s: float = Field(
+        120.0,
+        gt=0,
+        description="Uncommitted audio a realtime session without server VAD "
+        "holds; appends past it get an error event until the client commits or clears.",
+    )
     api_keys: list[SecretStr] = Field(
         default_factory=list,
         description="When set, every /v1 endpoint needs one (Authorization: Bearer <key> or "

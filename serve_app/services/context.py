@@ -78,8 +78,13 @@ def upload_limit_bytes(app: object) -> int | None:
     return int(services.settings.max_upload_mb * 1e6) if services else None
 
 
+def get_services_for(app: object) -> Services | None:
+    """The process's services, or None before the ingress has wired them."""
+    return getattr(getattr(app, "state", None), "services", None) or _installed
+
+
 def get_services(request: Request) -> Services:
-    services = getattr(request.app.state, "services", None) or _installed
+    services = get_services_for(request.app)
     if services is None:
         raise retry_later(503, "not_ready", "the service is starting; retry shortly")
     return services
