@@ -403,10 +403,10 @@ def test_jobs_unreachable_server_exits_3(monkeypatch, capsys):
         assert err.count("\n") == 1
 
 
-def test_client_distribution_depends_on_httpx_and_rich_only():
+def test_client_distribution_depends_on_light_pure_python_packages_only():
     meta = tomllib.loads((REPO / "client" / "pyproject.toml").read_text())["project"]
     names = {re.split(r"[\s<>=!~;\[]", dep, maxsplit=1)[0].lower() for dep in meta["dependencies"]}
-    assert names == {"httpx", "rich"}
+    assert names == {"httpx", "rich", "websockets"}
     assert meta["scripts"] == {"speech-cluster": "speech_cluster_client.cli:main"}
     # The server no longer ships the command itself.
     server_scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
@@ -445,3 +445,19 @@ def test_the_server_does_not_import_the_client():
                 if any(re.search(r"\bspeech_cluster_client\b", n) for n in names(node)):
                     found.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert not found, f"the server imports the CLI client: {found}"
+
+
+def test_live_reads_wav_at_any_rate_as_24_khz_pcm(tmp_path):
+    import array
+    import wave
+
+    from speech_cluster_client.live import read_wav
+
+    path = tmp_path / "tone.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(array.array("h", [1000, -5] * 16000).tobytes())  # 1 s, left = 1000
+    pcm = array.array("h", read_wav(path))
+    assert len(pcm) == 24000 and set(pcm) == {1000}

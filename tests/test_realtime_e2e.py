@@ -163,3 +163,24 @@ def _wav_bytes(audio: np.ndarray) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, audio, 16000, format="WAV", subtype="PCM_16")
     return buf.getvalue()
+
+
+def test_cli_live_streams_a_file_and_prints_captions_with_speakers(serve_url, tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    rec = cached_meeting(["en_allison", "it_carlo"], 0.5, seed=27, prompts_per_turn=(2, 3))
+    wav = tmp_path / "meeting.wav"
+    sf.write(wav, rec.audio, 16000, subtype="PCM_16")
+    proc = subprocess.run(
+        [sys.executable, "-m", "speech_cluster_client.cli", "live", str(wav),
+         "--url", serve_url, "--speed", "0"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    captions = re.findall(r"^\[(\d+):(\d\d\.\d)\] (\S+): (.*)$", proc.stdout, re.MULTILINE)
+    assert len(captions) >= 3, proc.stdout
+    assert len({c[2] for c in captions}) >= 2, proc.stdout
+    starts = [int(m) * 60 + float(s) for m, s, _, _ in captions]
+    assert all(0 <= t <= 31 for t in starts) and all(c[3] for c in captions)

@@ -5,6 +5,7 @@ Usage::
     speech-cluster transcribe talk.wav interviews/ -f srt,vtt -o out/ --url http://host:8000
     speech-cluster speakers add "Ana Lima" ana-1.wav ana-2.wav
     speech-cluster jobs list --status transcribing
+    speech-cluster live meeting.wav --speakers "Ana Lima"     # captions as they are spoken
 
 The sub-commands live in ``transcribe.py``, ``speakers.py`` and ``jobs.py``; this module holds
 what they share (HTTP client, error mapping, exit codes, connection options) and ``main``.
@@ -16,7 +17,7 @@ Exit codes (for ``transcribe``, the worst outcome over all inputs wins):
     3    server unreachable, 5xx, or --timeout expired
     130  interrupted (Ctrl-C); the running job is cancelled with DELETE
 
-Deliberately imports neither Ray nor torch nor numpy (httpx and rich only), so it starts fast
+Deliberately imports neither Ray nor torch nor numpy (httpx, rich, websockets), so it starts fast
 and installs on any client machine: ``pip install ./client``.
 """
 
@@ -128,6 +129,7 @@ def add_connection_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``speech-cluster`` argument parser."""
     from speech_cluster_client.jobs import add_jobs_parser
+    from speech_cluster_client.live import add_live_parser
     from speech_cluster_client.speakers import add_speakers_parser
     from speech_cluster_client.transcribe import add_transcribe_parser
 
@@ -141,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_transcribe_parser(sub)
     add_speakers_parser(sub)
     add_jobs_parser(sub)
+    add_live_parser(sub)
     return parser
 
 
