@@ -97,8 +97,9 @@ def test_openai_client_streams_text_as_windows_finish(openai_client, tmp_path):
     done = events[-1][1]
     assert "".join(e.delta for _, e in deltas) == done.text
     assert wer(" ".join(texts), done.text) <= 0.12
-    # Text arrives window by window, not in one burst at the end.
-    assert events[-1][0] - deltas[0][0] > 0.5
+    # Text arrives window by window, not in one burst at the end (the third window is sent
+    # only once the first has come back).
+    assert events[-1][0] - deltas[0][0] > 0.2
     seconds = sum(len(a) for a in pieces) / 16000
     assert done.to_dict()["usage"]["seconds"] == pytest.approx(seconds, abs=0.05)
 

@@ -114,6 +114,7 @@ class FakeBackend:
     def __init__(self) -> None:
         self.turns = 0
         self.fail_next = False
+        self.languages_seen: list[tuple[str, ...]] = []
 
     async def configure(self, config, previous):
         if config.language == "xx":
@@ -123,12 +124,19 @@ class FakeBackend:
         )
         return dataclasses.replace(config, served_model="base", known=known)
 
-    async def transcribe(self, audio, config):
+    async def transcribe(self, audio, config, languages):
+        self.languages_seen.append(languages)
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("replica died (actor 42)")
         n, self.turns = self.turns, self.turns + 1
-        seg = TranscriptSegment(start=0.0, end=len(audio) / 16000, text=f"turn {n}")
+        seg = TranscriptSegment(
+            start=0.0,
+            end=len(audio) / 16000,
+            text=f"turn {n}",
+            language="en",
+            language_probability=0.9,
+        )
         return Transcription(language="en", language_probability=1.0,
                              duration=len(audio) / 16000, segments=[seg])  # fmt: skip
 
@@ -225,6 +233,7 @@ def test_manual_commits_clear_and_errors_keep_the_session(vad_probs):
         await session.handle({"type": "input_audio_buffer.commit", "event_id": "c0"})
         await _append_all(session, _pcm24k(_prompts_with_pauses(1, 0.2)[: 16000 * 2]))
         await session.handle({"type": "input_audio_buffer.commit"})
+        await session.drain()
         await _append_all(session, _pcm24k(np.zeros(16000, np.float32)))
         await session.handle({"type": "input_audio_buffer.clear"})
         two_s = _pcm24k(np.zeros(16000 * 2, np.float32))
@@ -256,5 +265,7 @@ def test_manual_commits_clear_and_errors_keep_the_session(vad_probs):
     assert [e["transcript"] for e in completed] == ["turn 0"]
     assert abs(completed[0]["usage"]["seconds"] - 2.0) < 0.01
     assert not any(e["type"].endswith("transcription.segment") for e in events)  # diarize off
+    # The first turn's sure language is offered to the next (for unsure turns).
+    assert backend.languages_seen == [(), ("en",)]
     failed = [e for e in events if e["type"].endswith("transcription.failed")]
     assert len(failed) == 1 and "actor" not in failed[0]["error"]["message"]

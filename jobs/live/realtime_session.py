@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from deployments.core.window_language import SURE_PROBABILITY
 from jobs.live.audio_formats import (
     PCM24K,
     AudioFormat,
@@ -52,8 +53,11 @@ class Backend(Protocol):
         """`config` checked (model, language) with its known speakers resolved (when its
         known_spec differs from `previous`'s). Raises SessionRejected."""
 
-    async def transcribe(self, audio: np.ndarray, config: SessionConfig) -> Any:
-        """A Transcription of 16 kHz audio."""
+    async def transcribe(
+        self, audio: np.ndarray, config: SessionConfig, languages: tuple[str, ...]
+    ) -> Any:
+        """A Transcription of 16 kHz audio; a turn unsure of its language takes the likeliest
+        of `languages` (spoken surely earlier in the session) by its own detection."""
 
     async def voice(self, audio: np.ndarray) -> Any:
         """The VoiceSample of the audio's main voice."""
@@ -123,6 +127,7 @@ class RealtimeSession:
         self._tasks: set[asyncio.Task] = set()
         self._segments = 0
         self.turns_completed = 0
+        self._languages: dict[str, float] = {}  # seconds of sure speech per language
 
     async def start(self) -> None:
         await self.emit("session.created", session=self.describe())
@@ -209,7 +214,8 @@ class RealtimeSession:
                 await self.emit(
                     "input_audio_buffer.speech_stopped", audio_end_ms=edge.ms, item_id=item
                 )
-                start = self._buffer.samples(self._detector.start_ms)
+                # edge.start_ms: a long append may hold several turns.
+                start = self._buffer.samples(edge.start_ms)
                 await self._turn(item, start, self._buffer.samples(edge.ms))
         if not self._detector.speaking:  # keep the prefix padding, drop older silence
             pad = self.config.vad.prefix_padding_ms + 64
@@ -253,7 +259,8 @@ class RealtimeSession:
             audio16 = await asyncio.to_thread(to_model_rate, audio, self._fmt.rate)
             voice = None
             try:
-                calls = [self.backend.transcribe(audio16, config)]
+                languages = tuple(sorted(self._languages, key=self._languages.get, reverse=True))
+                calls = [self.backend.transcribe(audio16, config, languages)]
                 if config.speakers:
                     calls.append(self.backend.voice(audio16))
                 results = await asyncio.gather(*calls)
@@ -274,6 +281,10 @@ class RealtimeSession:
                     },
                 )
                 return
+        for seg in transcription.segments:
+            if seg.language and (seg.language_probability or 0.0) >= SURE_PROBABILITY:
+                spoken = self._languages.get(seg.language, 0.0)
+                self._languages[seg.language] = spoken + seg.end - seg.start
         text = transcription.text
         common = {"item_id": item, "content_index": 0}
         await self.emit("conversation.item.input_audio_transcription.delta", delta=text, **common)

@@ -40,6 +40,7 @@ class ServerVad:
 class TurnEdge:
     started: bool  # True: speech started at `ms`; False: it stopped at `ms`
     ms: int
+    start_ms: int  # where the turn began (on both edges)
 
 
 Probabilities = Callable[[np.ndarray], np.ndarray]
@@ -100,7 +101,7 @@ class TurnDetector:
             if p >= self.vad.threshold:
                 self.speaking, self._silence_ms = True, 0
                 self.start_ms = max(self.floor_ms, t0 - self.vad.prefix_padding_ms)
-                return [TurnEdge(True, self.start_ms)]
+                return [TurnEdge(True, self.start_ms, self.start_ms)]
             return []
         if p < self.vad.threshold - HYSTERESIS:
             self._silence_ms += FRAME_MS
@@ -110,7 +111,7 @@ class TurnDetector:
         if self._silence_ms >= self.vad.silence_duration_ms or too_long:
             self.speaking = False
             self.floor_ms = t1
-            return [TurnEdge(False, t1)]
+            return [TurnEdge(False, t1, self.start_ms)]
         return []
 
     def reset(self, floor_ms: int) -> None:

@@ -43,9 +43,12 @@ class ServiceBackend:
             raise SessionRejected(exc.code, exc.message, exc.param) from None
         return dataclasses.replace(config, served_model=model, known=known)
 
-    async def transcribe(self, audio: np.ndarray, config: SessionConfig) -> Transcription:
+    async def transcribe(
+        self, audio: np.ndarray, config: SessionConfig, languages: tuple[str, ...] = ()
+    ) -> Transcription:
         options = TranscribeOptions(
             language=config.language,
+            languages=() if config.language else languages,
             initial_prompt=config.prompt or None,
             word_timestamps=False,
         )
