@@ -45,6 +45,7 @@ class FakeTranscriber:
     def __init__(self) -> None:
         self.calls = 0
         self.transcribe = _Method(self._transcribe)
+        self.transcribe_live = self.transcribe
         self.info = _Method(lambda: {"model": "tiny.en", "device": "cpu", "languages": ["en"]})
 
     def _transcribe(self, audio, options) -> Transcription:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,6 +32,7 @@ from deployments.core.window_language import (
     hinted,
     parse_detection,
 )
+from deployments.models.priority_gate import PriorityGate, gated
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,9 @@ class WhisperBatchTranscriber:
             local_files_only=local_files_only,
         )
         self.model.model = _DetectionLog(self.model.model)
-        self.pipeline = BatchedInferencePipeline(self.model)
+        # One pipeline per lane (it keeps per-call state); the gate runs one pass at a time.
+        self.pipelines = {lane: BatchedInferencePipeline(self.model) for lane in (False, True)}
+        self.gate = PriorityGate()
         self.batch_size = batch_size
 
     @property
@@ -132,12 +136,17 @@ class WhisperBatchTranscriber:
             raise InputRejected("this model is English-only and cannot translate")
 
     def transcribe_many(
-        self, audios: Sequence[np.ndarray], options: Sequence[TranscribeOptions]
+        self,
+        audios: Sequence[np.ndarray],
+        options: Sequence[TranscribeOptions],
+        live: bool = False,
     ) -> list[Transcription | Exception]:
         """Transcribe several requests; those with equal options share decoder batches.
 
         One request's failure is its own: a failed shared batch is redone one request at a
-        time, and each gets its own result or exception.
+        time, and each gets its own result or exception. `live` requests (realtime turns)
+        run in their own lane, ahead of other work between forward passes (priority_gate).
+        One call per lane at a time.
         """
         results: list[Transcription | Exception | None] = [None] * len(audios)
         groups: dict[TranscribeOptions, list[int]] = {}
@@ -154,20 +163,22 @@ class WhisperBatchTranscriber:
         for opt, members in groups.items():
             own = [options[i] for i in members]
             try:
-                decoded = self._decode_group([audios[i] for i in members], opt, own)
+                decoded = self._decode_group([audios[i] for i in members], opt, own, live)
             except Exception as exc:
                 log.warning("a batch of %d failed; redoing it one by one", len(members))
                 for i in members:
                     one = [options[i]]
-                    results[i] = exc if len(members) == 1 else self._decode_one(audios[i], opt, one)
+                    results[i] = (
+                        exc if len(members) == 1 else self._decode_one(audios[i], opt, one, live)
+                    )
                 continue
             for i, result in zip(members, decoded, strict=True):
                 results[i] = result
         return [r if r is not None else RuntimeError("no result") for r in results]
 
-    def _decode_one(self, audio, opt, own) -> Transcription | Exception:
+    def _decode_one(self, audio, opt, own, live=False) -> Transcription | Exception:
         try:
-            return self._decode_group([audio], opt, own)[0]
+            return self._decode_group([audio], opt, own, live)[0]
         except Exception as exc:
             log.exception("transcription failed")
             return exc
@@ -177,6 +188,7 @@ class WhisperBatchTranscriber:
         audios: list[np.ndarray],
         opt: TranscribeOptions,
         own: Sequence[TranscribeOptions] | None = None,
+        live: bool = False,
     ) -> list[Transcription]:
         """Decode requests with equal options together, in their language(s)."""
         clips: list[dict[str, float]] = []
@@ -198,7 +210,8 @@ class WhisperBatchTranscriber:
         overall = {i: RequestLanguage(fixed, 1.0) for i in range(len(audios))} if fixed else {}
         if clips:
             buffer = np.concatenate(audios).astype(np.float32, copy=False)
-            detected = self._run(buffer, clips, list(range(len(clips))), opt, fixed, per_window)
+            every = list(range(len(clips)))
+            detected = self._run(buffer, clips, every, opt, fixed, per_window, live)
             if fixed is None:
                 guesses = [
                     WindowGuess(r, s, e, parse_detection(d))
@@ -220,7 +233,7 @@ class WhisperBatchTranscriber:
                     if lang != g.top[0]:  # decoded in its own unsure guess: again, in this one
                         redo.setdefault(lang, []).append(k)
                 for lang, windows in redo.items():
-                    self._run(buffer, clips, windows, opt, lang, per_window)
+                    self._run(buffer, clips, windows, opt, lang, per_window, live)
         out: list[Transcription] = []
         for i, audio in enumerate(audios):
             segs: list[TranscriptSegment] = []
@@ -250,31 +263,33 @@ class WhisperBatchTranscriber:
         opt: TranscribeOptions,
         language: str | None,
         per_window: list[list],
+        live: bool = False,
     ) -> list[list[tuple[str, float]]]:
         """Decode `windows` (indices into clips) into per_window; with language None, each
         in its own detected language. Returns the detections made (window order)."""
         detector = self.model.model
         detector.results.clear()
-        segments, _ = self.pipeline.transcribe(
-            buffer,
-            # Auto: any code for the prompt; the pipeline sets each window's own from
-            # the encoder output it computes anyway (no extra pass over the audio).
-            language=language or "en",
-            multilingual=language is None,
-            task=opt.task,
-            clip_timestamps=[clips[k] for k in windows],
-            batch_size=self.batch_size,
-            beam_size=opt.beam_size,
-            word_timestamps=opt.word_timestamps,
-            initial_prompt=opt.initial_prompt,
-            temperature=opt.temperature,
-            without_timestamps=True,
-            vad_filter=False,
-        )
+        with self.gate.hold(live):  # feature extraction for the windows
+            segments, _ = self.pipelines[live].transcribe(
+                buffer,
+                # Auto: any code for the prompt; the pipeline sets each window's own from
+                # the encoder output it computes anyway (no extra pass over the audio).
+                language=language or "en",
+                multilingual=language is None,
+                task=opt.task,
+                clip_timestamps=[clips[k] for k in windows],
+                batch_size=self.gate.batch_size(self.batch_size, live),
+                beam_size=opt.beam_size,
+                word_timestamps=opt.word_timestamps,
+                initial_prompt=opt.initial_prompt,
+                temperature=opt.temperature,
+                without_timestamps=True,
+                vad_filter=False,
+            )
         seeks = [round(clips[k]["start"] * 100) for k in windows]
         for k in windows:
             per_window[k] = []
-        for seg in segments:
+        for seg in gated(iter(segments), self.gate, live):  # a forward pass per batch
             # Each decoded segment carries its window's start (in 10 ms frames) as `seek`.
             j = min(range(len(seeks)), key=lambda n: abs(seeks[n] - seg.seek))
             per_window[windows[j]].append(seg)
@@ -289,7 +304,13 @@ class _DetectionLog:
 
     def __init__(self, model) -> None:
         self._model = model
-        self.results: list[list[tuple[str, float]]] = []
+        self._local = threading.local()  # each lane's thread keeps its own
+
+    @property
+    def results(self) -> list[list[tuple[str, float]]]:
+        if not hasattr(self._local, "results"):
+            self._local.results = []
+        return self._local.results
 
     def __getattr__(self, name: str):
         return getattr(self._model, name)

@@ -30,6 +30,7 @@ from deployments.models.model_store import (
     ModelUnavailableError,
     resolve_bundled_diarization,
 )
+from deployments.models.priority_gate import AsyncPriorityLock
 from deployments.replicas.replica_info import (
     limit_threads,
     parse_options,
@@ -184,7 +185,8 @@ class Diarizer:
         )
         limit_threads(self.threads)  # numpy's BLAS in the clustering too
         # One inference at a time per replica: torch already uses every reserved thread.
-        self._lock = asyncio.Lock()
+        # Realtime turns' voiceprints go first (priority_gate).
+        self._lock = AsyncPriorityLock()
         self.largest_batch = 0
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -214,7 +216,7 @@ class Diarizer:
     ) -> list[Diarization | Exception]:
         """Segments of any jobs that arrive together share the models' forward passes."""
         self.largest_batch = max(self.largest_batch, len(audios))
-        async with self._lock:
+        async with self._lock.hold():
             return await asyncio.to_thread(self._diarize_many, audios, options)
 
     def _diarize_many(self, audios, options) -> list[Diarization | Exception]:
@@ -245,7 +247,7 @@ class Diarizer:
         return SpeakerChanges(served_by=self.served_by, duration=duration, turns=turns)
 
     async def _run(self, fn, audio: np.ndarray, *args):
-        async with self._lock:
+        async with self._lock.hold():
             result = await asyncio.to_thread(
                 _rejected_or, len(audio) / SAMPLE_RATE, fn, audio, *args
             )
@@ -257,6 +259,18 @@ class Diarizer:
         """The main voice of a short sample (speaker enrollment): its embedding and how much
         speech of it, and of any other voice, the sample holds."""
         return voice_sample(await self.diarize(audio, DiarizeOptions()))
+
+    async def voiceprint_live(self, audio: np.ndarray) -> VoiceSample:
+        """`voiceprint` of a realtime turn: it waits only for the call in progress, not
+        behind queued job segments."""
+        audio = await resolve_audio(audio)
+        async with self._lock.hold(live=True):
+            result = await asyncio.to_thread(
+                _rejected_or, len(audio) / SAMPLE_RATE, self.backend, audio, DiarizeOptions()
+            )
+        if isinstance(result, Exception):
+            raise result
+        return voice_sample(result)
 
     def info(self) -> dict[str, Any]:
         embedder = getattr(self.backend, "embedder", None)

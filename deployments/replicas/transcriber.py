@@ -90,11 +90,21 @@ class Transcriber:
         self, audio: np.ndarray, options: TranscribeOptions | dict | None = None
     ) -> Transcription:
         """Transcribe 16 kHz mono float32 audio; times are relative to its start."""
+        return await self._transcribe(audio, options, self._batched)
+
+    async def transcribe_live(
+        self, audio: np.ndarray, options: TranscribeOptions | dict | None = None
+    ) -> Transcription:
+        """`transcribe` for a realtime session's turn: its own batches, which go before
+        other work between forward passes (deployments/models/priority_gate.py)."""
+        return await self._transcribe(audio, options, self._batched_live)
+
+    async def _transcribe(self, audio, options, lane) -> Transcription:
         audio = await resolve_audio(audio)
         opts = parse_options(TranscribeOptions, options)
         # Rejected alone, before it joins a batch.
         self.core.check_language(opts.language, opts.task)
-        result = await self._batched(audio, opts)
+        result = await lane(audio, opts)
         if isinstance(result, Exception):  # this request's own failure, not its batch's
             raise result
         return result.model_copy(update={"served_by": self.served_by})
@@ -105,6 +115,12 @@ class Transcriber:
     ) -> list[Transcription | Exception]:
         # Inference blocks for seconds; keep it off the replica's event loop.
         return await asyncio.to_thread(self.core.transcribe_many, audios, options)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _batched_live(
+        self, audios: list[np.ndarray], options: list[TranscribeOptions]
+    ) -> list[Transcription | Exception]:
+        return await asyncio.to_thread(self.core.transcribe_many, audios, options, True)
 
     def info(self) -> dict[str, Any]:
         return replica_info(

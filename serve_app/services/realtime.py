@@ -53,7 +53,7 @@ class ServiceBackend:
             word_timestamps=False,
         )
         handle = self.services.transcriber_for(config.served_model)
-        return _validated(Transcription, await handle.transcribe.remote(audio, options))
+        return _validated(Transcription, await handle.transcribe_live.remote(audio, options))
 
     async def voice(self, audio: np.ndarray) -> VoiceSample:
-        return _validated(VoiceSample, await self.services.diarizer.voiceprint.remote(audio))
+        return _validated(VoiceSample, await self.services.diarizer.voiceprint_live.remote(audio))
