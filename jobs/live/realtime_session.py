@@ -12,8 +12,7 @@ and `error` in OpenAI's shape for a client event that could not be used (the ses
 Turns are cut by server VAD (jobs/live/turns.py) or by the client's commits when
 `turn_detection` is null. Each turn goes to the same Transcriber and Diarizer replicas jobs
 use, through `backend`; speakers come from jobs/live/speaker_tracker.py. Turns are worked on
-at once, a few at a time, and their events follow as each finishes (as OpenAI's do, turns
-may complete out of order).
+at once, a few at a time; their events go out in the order the turns were committed.
 """
 
 from __future__ import annotations
@@ -128,6 +127,7 @@ class RealtimeSession:
         self._segments = 0
         self.turns_completed = 0
         self._languages: dict[str, float] = {}  # seconds of sure speech per language
+        self._last_turn: asyncio.Event | None = None  # set once the last turn has spoken
 
     async def start(self) -> None:
         await self.emit("session.created", session=self.describe())
@@ -243,32 +243,35 @@ class RealtimeSession:
         await self.emit("input_audio_buffer.cleared")
 
     async def _turn(self, item: str, start: int, end: int) -> None:
-        audio = self._buffer.take(start, end)
+        # Resampled here, in commit order (a few ms), so the replicas get turns in order.
+        audio = to_model_rate(self._buffer.take(start, end), self._fmt.rate)
         await self.emit(
             "input_audio_buffer.committed", item_id=item, previous_item_id=self._previous
         )
         self._previous = item
         t0, t1 = start / self._fmt.rate, end / self._fmt.rate
-        task = asyncio.create_task(self._transcribe(item, audio, t0, t1))
+        before, done = self._last_turn, asyncio.Event()
+        self._last_turn = done
+        task = asyncio.create_task(self._transcribe(item, audio, t0, t1, before, done))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _transcribe(self, item: str, audio: np.ndarray, t0: float, t1: float) -> None:
-        config = self.config
-        async with self._slots:
-            audio16 = await asyncio.to_thread(to_model_rate, audio, self._fmt.rate)
-            voice = None
-            try:
-                languages = tuple(sorted(self._languages, key=self._languages.get, reverse=True))
-                calls = [self.backend.transcribe(audio16, config, languages)]
-                if config.speakers:
-                    calls.append(self.backend.voice(audio16))
-                results = await asyncio.gather(*calls)
-                transcription, voice = results[0], (results[1] if len(results) > 1 else None)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("realtime turn %s failed", item, exc_info=True)
+    async def _transcribe(
+        self,
+        item: str,
+        audio: np.ndarray,
+        t0: float,
+        t1: float,
+        before: asyncio.Event | None,
+        done: asyncio.Event,
+    ) -> None:
+        """Work on the turn at once; speak of it only after the turn before it (so captions
+        and speaker labels follow the order people spoke in)."""
+        try:
+            outcome = await self._work(item, audio)
+            if before is not None:
+                await before.wait()
+            if outcome is None:
                 await self.emit(
                     "conversation.item.input_audio_transcription.failed",
                     item_id=item,
@@ -280,7 +283,31 @@ class RealtimeSession:
                         "param": None,
                     },
                 )
-                return
+            else:
+                await self._emit_turn(item, t0, t1, *outcome)
+        finally:
+            done.set()
+
+    async def _work(self, item: str, audio16: np.ndarray) -> tuple[Any, Any, bool] | None:
+        """(transcription, voice, with speakers) of a turn; None when it failed (logged)."""
+        config = self.config
+        async with self._slots:
+            try:
+                languages = tuple(sorted(self._languages, key=self._languages.get, reverse=True))
+                calls = [self.backend.transcribe(audio16, config, languages)]
+                if config.speakers:
+                    calls.append(self.backend.voice(audio16))
+                results = await asyncio.gather(*calls)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("realtime turn %s failed", item, exc_info=True)
+                return None
+        return results[0], (results[1] if len(results) > 1 else None), config.speakers
+
+    async def _emit_turn(
+        self, item: str, t0: float, t1: float, transcription, voice, speakers: bool
+    ) -> None:
         for seg in transcription.segments:
             if seg.language and (seg.language_probability or 0.0) >= SURE_PROBABILITY:
                 spoken = self._languages.get(seg.language, 0.0)
@@ -288,7 +315,7 @@ class RealtimeSession:
         text = transcription.text
         common = {"item_id": item, "content_index": 0}
         await self.emit("conversation.item.input_audio_transcription.delta", delta=text, **common)
-        if config.speakers:
+        if speakers:
             speaker = self.tracker.label(
                 voice.embedding if voice else None, voice.speech_s if voice else 0.0
             )
