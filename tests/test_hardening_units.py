@@ -329,11 +329,11 @@ def test_one_failing_request_does_not_fail_its_batch(whisper_core, jfk_audio, mo
 
     seen: list[int] = []
 
-    def fragile(audios, opt, own=None):  # the production signature, every argument passed on
+    def fragile(audios, opt, own=None, live=False):  # the production signature, passed on
         seen.append(len(audios))
         if any(len(a) == len(bad) for a in audios):
             raise RuntimeError("decoder choked on one request")
-        return real(audios, opt, own)
+        return real(audios, opt, own, live)
 
     monkeypatch.setattr(whisper_core, "_decode_group", fragile)
     opts = TranscribeOptions()
