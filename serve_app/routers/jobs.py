@@ -9,7 +9,6 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Header, Path, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
-from starlette.background import BackgroundTask
 
 from jobs.state.records import JobStatus
 from serve_app.auth import Caller
@@ -19,6 +18,7 @@ from serve_app.services.context import Services, get_services
 from serve_app.services.jobs import create_job, job_options, load_job
 from serve_app.services.listing import MAX_OFFSET, Cursor, list_page
 from serve_app.services.speakers import enrolled_speakers
+from serve_app.services.streaming import event_stream
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 410, 413, 422, 429)}
 router = APIRouter(tags=["jobs"], responses=ERRORS)
@@ -220,26 +220,6 @@ async def job_events(
     last_event_id: Annotated[str | None, Header(pattern=r"^\d+-\d+$")] = None,
 ) -> StreamingResponse:
     record = await load_job(services, job_id, owner)
-    held = services.held_requests()
-    held.acquire(owner)  # 429/503 now, rather than a slot held for minutes
-    released = False
-
-    def release() -> None:  # once, whichever way the stream ends
-        nonlocal released
-        if not released:
-            released = True
-            held.release(owner)
-
-    async def stream() -> AsyncIterator[str]:
-        try:
-            async for chunk in _event_stream(services, record.id, last_event_id or "0-0"):
-                yield chunk
-        finally:
-            release()
-
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        background=BackgroundTask(release),  # also when the stream never started
-    )
+    services.held_requests().acquire(owner)  # 429/503 now, rather than a slot held for minutes
+    events = _event_stream(services, record.id, last_event_id or "0-0")
+    return event_stream(services, owner, events)  # gives the place back however it ends
