@@ -4,7 +4,7 @@ speaker-count hints.
     .venv/bin/python bench/accuracy.py                      # the cluster, default settings
     .venv/bin/python bench/accuracy.py --long               # + 60 min of held-out voices
     .venv/bin/python bench/accuracy.py --engine in-process --tune --param threshold=0.45
-    .venv/bin/python bench/accuracy.py --step 0.2           # the faster, opt-in diarizer step
+    .venv/bin/python bench/accuracy.py --step 0.1           # pyannote 3.1's slower step
 
 Sets (tests/realsets.py): AMI trn00-04 (tune) and trn05-09 (held out); the pyannote call;
 20 min meetings of real studio voices, tune voices and held-out voices (tests/realvoices.py,
@@ -150,7 +150,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--step",
         type=float,
-        help="diarization_step: segmentation hop as a fraction of its 10 s window (unset: 0.1)",
+        help="diarization_step: segmentation hop as a fraction of its 10 s window (unset: 0.2)",
     )
     add_common_args(parser)
     return parser.parse_args()

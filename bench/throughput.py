@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/throughput.py --minutes 5 20 60 [--runs 3] [--diarize] [--json PATH]
     .venv/bin/python bench/throughput.py --minutes 23 --job-model tiny.en   # the extra model
+    .venv/bin/python bench/throughput.py --minutes 20 --diarize both       # cost of diarizing
 
 For each length, real speech (Debian's Allison prompts, bench.common.real_speech) is
 transcribed by, side by side in one run, on the same cores and model:
@@ -10,7 +11,8 @@ transcribed by, side by side in one run, on the same cores and model:
 - the compute floor: the time CTranslate2's encode, generate and align calls alone take on
   the same speech windows (VAD run beforehand, untimed; no I/O; features untimed too);
 - the service deployed from serve_config.yaml (its deployments, replicas and autoscaling as
-  a user gets them with `serve run serve_config.yaml`), through POST /v1/jobs.
+  a user gets them with `serve run serve_config.yaml`), through POST /v1/jobs; with
+  `--diarize both`, jobs with and without diarization alternate on the same cluster.
 Each system runs `--runs` times per length; tables give the median wall time, its spread
 (min-max), the realtime factor of the median, WER against the prompts' transcripts, the
 median as a multiple of the compute floor, and the service's RT factor over each row's.
@@ -56,8 +58,21 @@ def parse_args() -> argparse.Namespace:
         "--minutes", type=float, nargs="+", default=[5.0], help="recording lengths (minutes)"
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per system and length")
-    parser.add_argument("--diarize", action="store_true", help="service jobs also diarize")
+    parser.add_argument(
+        "--diarize",
+        nargs="?",
+        const="yes",
+        default="no",
+        choices=["no", "yes", "both"],
+        help="service jobs diarize (yes), do not (no), or alternate (both: the diarized "
+        "job's wall time over the plain one's is the cost of diarizing)",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="batched baseline's batch")
+    parser.add_argument(
+        "--no-sequential",
+        action="store_true",
+        help="skip the sequential faster-whisper baseline (the slowest system; saves time)",
+    )
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="Serve config deployed")
     parser.add_argument(
         "--synthetic", action="store_true", help="espeak meetings instead of real speech"
@@ -137,7 +152,7 @@ def run_baselines(model, audios: list, args: argparse.Namespace) -> list[dict]:
         return timer.seconds, out
 
     systems = {
-        "faster-whisper sequential": sequential,
+        **({} if args.no_sequential else {"faster-whisper sequential": sequential}),
         f"faster-whisper batched (bs={args.batch_size})": pipeline,
         "compute floor (CTranslate2 only)": floor,
     }
@@ -183,27 +198,33 @@ def main() -> int:
         del baseline_model
         del audios
         gc.collect()  # the baseline model and audio go before the cluster starts
-        service = f"service ({args.config.name})" + (" + diarization" if args.diarize else "")
+        plain = f"service ({args.config.name})"
+        modes = {"no": [False], "yes": [True], "both": [False, True]}[args.diarize]
+        services = {(plain + " + diarization" if d else plain): d for d in modes}
+        service = list(services)[-1]  # the speed column's reference
         with Cluster(settings, args.port, ray_cpus(args)) as cluster:
             cluster.deploy(**default_deploy(args.config))
             cluster.warm_up(tmp)
             for path, base in zip(paths, baselines, strict=True):
-                base[service] = []
+                for name in services:
+                    base[name] = []
                 for run in range(args.runs):
-                    form = {"model": args.job_model} if args.job_model else {}
-                    job = cluster.run_job(
-                        path, diarize=args.diarize, language=args.language, **form
-                    )
-                    if job.status != "completed":
-                        raise RuntimeError(f"job {job.status}: {job.snapshot.get('error')}")
-                    hyp = " ".join(s["text"] for s in job.result["segments"])
-                    base[service].append((job.wall_s, hyp))
-                    log(f"{path.name}, run {run + 1}, {service}: {job.wall_s:.1f} s")
+                    for name, diarize in services.items():
+                        form = {"model": args.job_model} if args.job_model else {}
+                        job = cluster.run_job(path, diarize=diarize, language=args.language, **form)
+                        if job.status != "completed":
+                            raise RuntimeError(f"job {job.status}: {job.snapshot.get('error')}")
+                        hyp = " ".join(s["text"] for s in job.result["segments"])
+                        base[name].append((job.wall_s, hyp))
+                        log(f"{path.name}, run {run + 1}, {name}: {job.wall_s:.1f} s")
         for minutes, duration, ref, runs in zip(
             args.minutes, durations, references, baselines, strict=True
         ):
             medians = {name: statistics.median(w for w, _ in r) for name, r in runs.items()}
             floor = medians["compute floor (CTranslate2 only)"]
+            if len(services) == 2:
+                plain_s, diarized_s = (medians[name] for name in services)
+                log(f"{minutes:g} min: diarized job / plain job = {diarized_s / plain_s:.2f}")
             for name, r in runs.items():
                 walls = [w for w, _ in r]
                 rows.append(
