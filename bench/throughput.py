@@ -202,6 +202,7 @@ def main() -> int:
         modes = {"no": [False], "yes": [True], "both": [False, True]}[args.diarize]
         services = {(plain + " + diarization" if d else plain): d for d in modes}
         service = list(services)[-1]  # the speed column's reference
+        form = {"model": args.job_model} if args.job_model else {}
         with Cluster(settings, args.port, ray_cpus(args)) as cluster:
             cluster.deploy(**default_deploy(args.config))
             cluster.warm_up(tmp)
@@ -210,7 +211,6 @@ def main() -> int:
                     base[name] = []
                 for run in range(args.runs):
                     for name, diarize in services.items():
-                        form = {"model": args.job_model} if args.job_model else {}
                         job = cluster.run_job(path, diarize=diarize, language=args.language, **form)
                         if job.status != "completed":
                             raise RuntimeError(f"job {job.status}: {job.snapshot.get('error')}")
