@@ -15,6 +15,8 @@ With --calibrate it first shows where the sure-language threshold
 voices, the detection probability of right and wrong guesses, by prompt length.
 
 Reported, per meeting:
+- speech transcribed: the share of the reference speech time some result segment covers
+  (tests/multilingual.speech_transcribed; what is missing was lost), and the job's wall time;
 - language accuracy: the share of the result's segments whose `language` is that of the
   reference turn they overlap most (tests/multilingual.language_scores), and the share of
   speech time (language_time_share); next to it, what a single detection from the first
@@ -202,6 +204,7 @@ def main() -> int:
     from tests.multilingual import (
         language_scores,
         language_time_share,
+        speech_transcribed,
         words_by_language,
         words_by_language_timed,
     )
@@ -254,7 +257,9 @@ def main() -> int:
         single = [{**s, "language": first} for s in segments]
         single_share, _ = language_scores(single, reference)
         found = " ".join(run.result.get("languages") or [])
-        accuracy_rows.append([name, mode, count, share, by_time, first, single_share, found])
+        heard = speech_transcribed(segments, turn_languages(rec, speech=True))
+        head = [name, mode, round(run.wall_s), heard, count, share, by_time, first, single_share]
+        accuracy_rows.append([*head, found])
         breakdown_rows += [[name, mode, *row] for row in breakdown(rec, segments)]
         by_segment = words_by_language(segments, reference)
         by_word = words_by_language_timed(segments, reference)
@@ -273,6 +278,8 @@ def main() -> int:
             [
                 "meeting",
                 "job",
+                "job s",
+                "speech transcribed",
                 "segments",
                 "job: segments right",
                 "job: speech time right",

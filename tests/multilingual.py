@@ -118,6 +118,23 @@ def language_time_share(
     return (right / total if total else math.nan), total
 
 
+def speech_transcribed(result_segments: Iterable[Any], reference_speech: Sequence[Turn]) -> float:
+    """The share of the reference speech time (turn_languages(rec, speech=True)) that some
+    result segment covers: what is missing was lost, whatever its words."""
+    spans = sorted((float(_field(s, "start")), float(_field(s, "end"))) for s in result_segments)
+    covered = total = 0.0
+    for t0, t1, _ in reference_speech:
+        total += t1 - t0
+        at = t0
+        for s0, s1 in spans:
+            if s0 >= t1:
+                break
+            if s1 > at:
+                covered += max(0.0, min(s1, t1) - max(s0, at))
+                at = max(at, min(s1, t1))
+    return covered / total if total else math.nan
+
+
 def language_accuracy(result_segments: Iterable[Any], reference_turns: Sequence[Turn]) -> float:
     """The share of result segments whose language equals that of the reference turn they
     overlap most; segments overlapping no turn are ignored. NaN if none is scored

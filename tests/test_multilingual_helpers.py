@@ -15,6 +15,7 @@ from tests.multilingual import (
     language_scores,
     language_time_share,
     normalize,
+    speech_transcribed,
     wer,
     words_by_language,
     words_by_language_timed,
@@ -81,6 +82,17 @@ def test_language_time_share():
     assert seconds == pytest.approx(5.5)
     assert share == pytest.approx(3.5 / 5.5)
     assert math.isnan(language_time_share([], speech)[0])
+
+
+def test_speech_transcribed_counts_each_second_once():
+    speech = [(0.0, 4.0, "en"), (10.0, 12.0, "fr"), (30.0, 31.0, "it")]  # 7 s
+    segments = [
+        {"start": 0.5, "end": 3.0},
+        {"start": 2.0, "end": 5.0},  # overlaps the one before: 2-3 s counts once
+        {"start": 11.5, "end": 20.0},
+    ]
+    assert speech_transcribed(segments, speech) == pytest.approx((3.5 + 0.5) / 7.0)
+    assert speech_transcribed([], speech) == 0.0
 
 
 def test_words_by_language():
