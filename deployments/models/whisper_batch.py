@@ -42,7 +42,7 @@ WINDOW_S = 30.0
 # opens in one language and goes on in another can end early again: a piece decoded once
 # more stopped after the first language's words too, and the second round found 20 s of
 # English. On a 2.5 min meeting of three languages (base): words found 141 / 265 / 272 /
-# 274 with 0-3 rounds, for 5 / 11 / 17 / 19 windows decoded; 30 s English clips: 1 more.
+# 274 with 0-3 rounds, for 5 / 11 / 17 / 19 windows decoded.
 UNHEARD_ROUNDS = 2
 
 
@@ -230,13 +230,21 @@ class WhisperBatchTranscriber:
             if fixed is None:
                 _, overall = choose(state.guesses)
             todo = list(range(len(clips)))
-            for _ in range(UNHEARD_ROUNDS if opt.word_timestamps else 0):
+            # Only where each piece can be decoded in its own language: in a fixed one (an
+            # English-only model, or `language` given), a piece of another language comes
+            # back as a stock phrase ("Thank you very much."), not its words.
+            rounds = UNHEARD_ROUNDS if opt.word_timestamps and fixed is None else 0
+            for _ in range(rounds):
                 # Speech a window's decode ended before (or skipped): decoded on its own.
                 todo = state.add_unheard(speech, starts, todo)
                 if not todo:
                     break
                 log.info("decoding %d piece(s) of speech left without words", len(todo))
-                self._decode_windows(buffer, state, todo, opt, own, live)
+                # Each request's pieces in a batch of their own, so their words depend less
+                # on the batch-mates.
+                for request in sorted({state.owners[k][0] for k in todo}):
+                    mine = [k for k in todo if state.owners[k][0] == request]
+                    self._decode_windows(buffer, state, mine, opt, own, live)
         out: list[Transcription] = []
         for i, audio in enumerate(audios):
             base, duration = starts[i] / SAMPLE_RATE, len(audio) / SAMPLE_RATE
