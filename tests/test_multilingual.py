@@ -113,7 +113,7 @@ def test_manager_killed_during_the_language_pass_redoes_only_what_was_in_flight(
     import json
     import time
 
-    rec = cached_meeting(VOICES, 5, seed=4)
+    rec = cached_meeting(VOICES, 3, seed=4)
     path = rec.write_wav(tmp_path / "meeting.wav")
     job_id = jobclient.submit(http, path, diarize=True, model="base", segment_s=10)
     deadline = time.monotonic() + 600
