@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deployments.core.schemas import SAMPLE_RATE
 from serve_app.deployment_defaults import SERVE_CONFIG, config_deployments
+from tests.realvoices import real_speech  # noqa: F401  (the benches' real speech)
 from tests.synth import Recording, concat, meeting
 
 DEFAULT_CONFIG = SERVE_CONFIG  # what `serve run` deploys
@@ -142,36 +143,6 @@ def build_recording(minutes: float, seed: int = 1) -> Recording:
     keep = [i for i, (_, end, _) in enumerate(rec.turns) if end <= target] or [0]
     end = min(len(rec.audio), int((rec.turns[keep[-1]][1] + 0.5) * SAMPLE_RATE))
     return Recording(rec.audio[:end], [rec.turns[i] for i in keep], [rec.texts[i] for i in keep])
-
-
-def real_speech(minutes: float, seed: int = 1) -> Recording:
-    """About `minutes` of real speech: Debian's Allison prompts (en_US, with transcripts)
-    read one after another with 0.3-1.0 s pauses, repeated in a new order once all are used.
-
-    What users send is real speech, so throughput is measured on it, not on espeak.
-    """
-    from tests.realvoices import voice_prompts
-
-    prompts = [p for p in voice_prompts("en_allison") if p.text]
-    rng = np.random.default_rng(seed)
-    target = int(minutes * 60 * SAMPLE_RATE)
-    pieces: list[np.ndarray] = []
-    turns: list[tuple[float, float, str]] = []
-    texts: list[str] = []
-    size = 0
-    while size < target:
-        for i in rng.permutation(len(prompts)):
-            if size >= target:
-                break
-            gap = np.zeros(int(rng.uniform(0.3, 1.0) * SAMPLE_RATE), np.float32)
-            audio = prompts[i].audio
-            start = (size + len(gap)) / SAMPLE_RATE
-            pieces += [gap, audio]
-            size += len(gap) + len(audio)
-            turns.append((start, size / SAMPLE_RATE, "en_allison"))
-            texts.append(prompts[i].text)
-    pieces.append(np.zeros(SAMPLE_RATE // 2, np.float32))
-    return Recording(np.concatenate(pieces), turns, texts)
 
 
 def clip(seconds: float, seed: int = 7) -> np.ndarray:

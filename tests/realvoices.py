@@ -366,3 +366,34 @@ if __name__ == "__main__":
 def voice_prompts(voice: str) -> tuple[_Prompt, ...]:
     """Every speech prompt of a voice (16 kHz, trimmed), for tests that need isolated clips."""
     return _prompts(voice)
+
+
+def real_speech(minutes: float, seed: int = 1):
+    """About `minutes` of real speech: Debian's Allison prompts (en_US, with transcripts)
+    read one after another with 0.3-1.0 s pauses, repeated in a new order once all are used.
+
+    What users send is real speech, so throughput is measured on it, not on espeak.
+    Returns a tests.synth.Recording (turns: start, end, voice).
+    """
+    from tests.synth import Recording
+
+    prompts = [p for p in voice_prompts("en_allison") if p.text]
+    rng = np.random.default_rng(seed)
+    target = int(minutes * 60 * SAMPLE_RATE)
+    pieces: list[np.ndarray] = []
+    turns: list[tuple[float, float, str]] = []
+    texts: list[str] = []
+    size = 0
+    while size < target:
+        for i in rng.permutation(len(prompts)):
+            if size >= target:
+                break
+            gap = np.zeros(int(rng.uniform(0.3, 1.0) * SAMPLE_RATE), np.float32)
+            audio = prompts[i].audio
+            start = (size + len(gap)) / SAMPLE_RATE
+            pieces += [gap, audio]
+            size += len(gap) + len(audio)
+            turns.append((start, size / SAMPLE_RATE, "en_allison"))
+            texts.append(prompts[i].text)
+    pieces.append(np.zeros(SAMPLE_RATE // 2, np.float32))
+    return Recording(np.concatenate(pieces), turns, texts)

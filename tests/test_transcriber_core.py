@@ -36,8 +36,11 @@ def test_batched_requests_match_single_requests(core, jfk_audio):
     singles = [core.transcribe_many([a], [opts])[0] for a in (jfk_audio, sample)]
     batch = core.transcribe_many([jfk_audio, sample, jfk_audio], [opts, opts, opts])
     assert [r.text for r in batch] == [singles[0].text, singles[1].text, singles[0].text]
-    # Times stay relative to each request, not to the shared buffer.
-    assert batch[2].words[0].start == pytest.approx(singles[0].words[0].start, abs=0.05)
+    # Times stay relative to each request, not to the shared buffer, and do not depend on
+    # the batch: the same words at the same times, to the millisecond (they moved by up to
+    # 0.2 s with faster-whisper's batched alignment; window_decoding.py).
+    timed = [[(w.text, w.start, w.end) for w in r.words] for r in (*singles, *batch)]
+    assert timed[2:] == [timed[0], timed[1], timed[0]]
     assert batch[1].segments[-1].end <= sample.size / SAMPLE_RATE + 1e-3
 
 

@@ -67,3 +67,33 @@ def test_a_window_of_two_languages_keeps_all_its_speech(base_core, monkeypatch) 
     starts = [w.start for w in words]
     assert starts == sorted(starts)
     assert all(b.start >= a.end - 0.2 for a, b in itertools.pairwise(words))
+
+
+@pytest.mark.models
+def test_a_fixed_language_keeps_its_speech_whatever_the_batch(whisper_core, monkeypatch) -> None:
+    """Real English prompts (Allison), 30 s, `language` given, tiny.en: decoded as one
+    window, 21 s of the speech came back without words. Decoded again, none is lost, and a
+    segment gives the same words and times alone as beside others (a fault redoes it in
+    another batch)."""
+    import deployments.models.whisper_batch as whisper_batch
+    from tests.realvoices import real_speech
+
+    audio = real_speech(3, seed=5).audio
+    segment, other = audio[30 * SAMPLE_RATE : 60 * SAMPLE_RATE], audio[: 30 * SAMPLE_RATE]
+    pieces, _ = whisper_batch.speech_pieces(segment, vad_filter=True)
+    speech = [(a / SAMPLE_RATE, b / SAMPLE_RATE) for a, b in pieces]
+    opts = TranscribeOptions(language="en")
+
+    def lost_s(rounds: int, audios: list) -> tuple[float, list]:
+        monkeypatch.setattr(whisper_batch, "UNHEARD_ROUNDS", rounds)
+        result = whisper_core.transcribe_many(audios, [opts] * len(audios))[-1]
+        spans = unheard(speech, [(w.start, w.end) for w in result.words])
+        return sum(e - s for s, e in spans), [(w.text, w.start, w.end) for w in result.words]
+
+    rounds = whisper_batch.UNHEARD_ROUNDS
+    before, _ = lost_s(0, [segment])
+    after, alone = lost_s(rounds, [segment])
+    assert before >= 10.0, before
+    assert after <= 1.0, after
+    _, beside = lost_s(rounds, [other, segment])
+    assert beside == alone

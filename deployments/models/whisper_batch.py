@@ -24,7 +24,6 @@ from deployments.core.schemas import (
     TranscriptSegment,
     Word,
 )
-from deployments.core.unheard import unheard
 from deployments.core.window_language import (
     RequestLanguage,
     WindowGuess,
@@ -34,6 +33,7 @@ from deployments.core.window_language import (
     parse_detection,
 )
 from deployments.models.priority_gate import PriorityGate, gated
+from deployments.models.window_decoding import DecodeWindows, on_grid, time_words_per_window
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,8 @@ class WhisperBatchTranscriber:
             local_files_only=local_files_only,
         )
         self.model.model = _DetectionLog(self.model.model)
+        if self.device == "cpu":  # on CUDA the encoder output is not a host array
+            time_words_per_window(self.model)
         # One pipeline per lane (it keeps per-call state); the gate runs one pass at a time.
         self.pipelines = {lane: BatchedInferencePipeline(self.model) for lane in (False, True)}
         self.gate = PriorityGate()
@@ -220,20 +222,18 @@ class WhisperBatchTranscriber:
                     {"start": (offset + start) / SAMPLE_RATE, "end": (offset + end) / SAMPLE_RATE}
                 )
                 owners.append((i, start / SAMPLE_RATE, end / SAMPLE_RATE))
-            offset += len(audio)
+            offset += on_grid(len(audio))
         fixed = opt.language or (None if self.multilingual else "en")
-        state = _Windows(clips, owners, fixed)
+        state = DecodeWindows(clips, owners, fixed)
         overall = {i: RequestLanguage(fixed, 1.0) for i in range(len(audios))} if fixed else {}
         if clips:
-            buffer = np.concatenate(audios).astype(np.float32, copy=False)
+            padded = [np.pad(a, (0, on_grid(len(a)) - len(a))) for a in audios]
+            buffer = np.concatenate(padded).astype(np.float32, copy=False)
             self._decode_windows(buffer, state, list(range(len(clips))), opt, own, live)
             if fixed is None:
                 _, overall = choose(state.guesses)
             todo = list(range(len(clips)))
-            # Only where each piece can be decoded in its own language: in a fixed one (an
-            # English-only model, or `language` given), a piece of another language comes
-            # back as a stock phrase ("Thank you very much."), not its words.
-            rounds = UNHEARD_ROUNDS if opt.word_timestamps and fixed is None else 0
+            rounds = UNHEARD_ROUNDS if opt.word_timestamps else 0
             for _ in range(rounds):
                 # Speech a window's decode ended before (or skipped): decoded on its own.
                 todo = state.add_unheard(speech, starts, todo)
@@ -245,6 +245,7 @@ class WhisperBatchTranscriber:
                 for request in sorted({state.owners[k][0] for k in todo}):
                     mine = [k for k in todo if state.owners[k][0] == request]
                     self._decode_windows(buffer, state, mine, opt, own, live)
+                state.drop_silent(todo)
         out: list[Transcription] = []
         for i, audio in enumerate(audios):
             base, duration = starts[i] / SAMPLE_RATE, len(audio) / SAMPLE_RATE
@@ -268,7 +269,7 @@ class WhisperBatchTranscriber:
     def _decode_windows(
         self,
         buffer: np.ndarray,
-        state: _Windows,
+        state: DecodeWindows,
         todo: list[int],
         opt: TranscribeOptions,
         own: Sequence[TranscribeOptions] | None,
@@ -340,42 +341,6 @@ class WhisperBatchTranscriber:
         if language is None and len(found) != len(windows):
             raise RuntimeError(f"{len(found)} language detections for {len(windows)} windows")
         return found
-
-
-class _Windows:
-    """A group's windows as they are decoded: clips in the buffer, their owners, and per
-    window its decoded segments, language guess, chosen language and its probability."""
-
-    def __init__(self, clips: list[dict], owners: list[tuple[int, float, float]], fixed):
-        self.clips, self.owners, self.fixed = clips, owners, fixed
-        n = len(clips)
-        self.decoded: list[list] = [[] for _ in range(n)]
-        self.guesses: list[WindowGuess | None] = [None] * n
-        self.languages: list[str | None] = [fixed] * n
-        self.probabilities: list[float] = [1.0] * n
-
-    def add_unheard(
-        self, speech: list[tuple[float, float]], starts: list[int], among: list[int]
-    ) -> list[int]:
-        """New windows for the speech that windows `among` left without words once decoded
-        (core.unheard); returns their indices. Times are seconds in the buffer, as the
-        decoder's words."""
-        added: list[int] = []
-        for k in among:
-            clip, (r, _, _) = self.clips[k], self.owners[k]
-            inside = [(max(a, clip["start"]), min(b, clip["end"])) for a, b in speech]
-            inside = [(a, b) for a, b in inside if b > a]
-            words = [(w.start, w.end) for seg in self.decoded[k] for w in seg.words or ()]
-            for a, b in unheard(inside, words):
-                base = starts[r] / SAMPLE_RATE
-                self.clips.append({"start": a, "end": b})
-                self.owners.append((r, a - base, b - base))
-                self.decoded.append([])
-                self.guesses.append(None)
-                self.languages.append(self.fixed)
-                self.probabilities.append(1.0)
-                added.append(len(self.clips) - 1)
-        return added
 
 
 class _DetectionLog:

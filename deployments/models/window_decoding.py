@@ -1,0 +1,102 @@
+"""What the batched decoder keeps per window, and word timings that do not depend on the batch.
+
+A segment must give the same words and times whether it is decoded alone or beside others: a
+fault redoes it in another batch, and the recovered pieces of lost speech (core.unheard)
+start where the last word ends, so a timing that moves with the batch moves a piece, and a
+piece a few milliseconds longer can decode to other words. faster-whisper's batched
+pipeline times words in one alignment pass per batch (token sequences padded to the
+longest) and carries the last word's end from one window to the next, whatever request that
+was: the same 30 s segment's words moved by up to 0.20 s between one and four per call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from deployments.core.schemas import SAMPLE_RATE
+from deployments.core.unheard import unheard
+from deployments.core.window_language import WindowGuess
+
+# Requests start on a 10 ms boundary of the shared buffer: faster-whisper rounds word times to
+# 10 ms in buffer time, so an offset off that grid moved times by up to 8 ms.
+BUFFER_GRID = SAMPLE_RATE // 100
+# Whisper's own rule for a window that holds no speech (its no_speech and log-probability
+# thresholds). Applied to recovered pieces: speech of another language decoded in a fixed
+# one came back as stock phrases ("Thank you very much.", no-speech 0.66, log-prob -1.04).
+NO_SPEECH_PROB, LOGPROB_FLOOR = 0.6, -1.0
+
+
+def on_grid(n: int) -> int:
+    """Samples a request takes in the buffer: its length rounded up to the grid."""
+    return -(-n // BUFFER_GRID) * BUFFER_GRID
+
+
+def time_words_per_window(model) -> None:
+    """Make `model` (a faster_whisper WhisperModel on CPU) time each window's words on its
+    own: one alignment per window, from the window's own start rather than the end of
+    whatever window came before it in the batch. Measured on 22 segments of 30 s (tiny.en,
+    rounds on): words and times identical one per call and four per call (before: times
+    differed in 13 of 22 segments, words in 1)."""
+    import ctranslate2
+
+    batched = model.add_word_timestamps
+    frames_per_s = model.frames_per_second
+
+    def add_word_timestamps(windows, tokenizer, encoder_output, num_frames, *punct_and_last):
+        *punctuation, last = punct_and_last
+        encoded = np.asarray(encoder_output)
+        for i, window in enumerate(windows):
+            if not any(t < tokenizer.eot for sub in window for t in sub["tokens"]):
+                for sub in window:  # nothing to align (the batched pass gives these none too)
+                    sub["words"] = []
+                continue
+            one = ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded[i : i + 1]))
+            start = window[0]["seek"] / frames_per_s
+            batched([window], tokenizer, one, [num_frames[i]], *punctuation, start)
+        return last
+
+    model.add_word_timestamps = add_word_timestamps
+
+
+def silent(segment) -> bool:
+    return segment.no_speech_prob > NO_SPEECH_PROB and segment.avg_logprob < LOGPROB_FLOOR
+
+
+class DecodeWindows:
+    """A group's windows as they are decoded: clips in the buffer, their owners, and per
+    window its decoded segments, language guess, chosen language and its probability."""
+
+    def __init__(self, clips: list[dict], owners: list[tuple[int, float, float]], fixed):
+        self.clips, self.owners, self.fixed = clips, owners, fixed
+        n = len(clips)
+        self.decoded: list[list] = [[] for _ in range(n)]
+        self.guesses: list[WindowGuess | None] = [None] * n
+        self.languages: list[str | None] = [fixed] * n
+        self.probabilities: list[float] = [1.0] * n
+
+    def add_unheard(
+        self, speech: list[tuple[float, float]], starts: list[int], among: list[int]
+    ) -> list[int]:
+        """New windows for the speech that windows `among` left without words once decoded
+        (core.unheard); returns their indices. Times are seconds in the buffer, as the
+        decoder's words."""
+        added: list[int] = []
+        for k in among:
+            clip, (r, _, _) = self.clips[k], self.owners[k]
+            inside = [(max(a, clip["start"]), min(b, clip["end"])) for a, b in speech]
+            inside = [(a, b) for a, b in inside if b > a]
+            words = [(w.start, w.end) for seg in self.decoded[k] for w in seg.words or ()]
+            for a, b in unheard(inside, words):
+                base = starts[r] / SAMPLE_RATE
+                self.clips.append({"start": a, "end": b})
+                self.owners.append((r, a - base, b - base))
+                self.decoded.append([])
+                self.guesses.append(None)
+                self.languages.append(self.fixed)
+                self.probabilities.append(1.0)
+                added.append(len(self.clips) - 1)
+        return added
+
+    def drop_silent(self, windows: list[int]) -> None:
+        for k in windows:
+            self.decoded[k] = [seg for seg in self.decoded[k] if not silent(seg)]
