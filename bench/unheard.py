@@ -14,9 +14,12 @@ on (`UNHEARD_ROUNDS`), alternating, `--runs` times. Sets, all real speech:
 
 Printed per set and model: windows decoded, words, the speech VAD found that no word
 covers (seconds, core.unheard's rule), WER where the set has transcripts, and the time:
-median of the runs with min-max, and the ratio on/off. The rounds run only where the
-language is detected (a multilingual model, no `language`): an English-only model such as
-tiny.en shows no difference.
+median of the runs with min-max, and the ratio on/off. `--request-language en` gives every request
+a fixed language (the three-language set is then skipped).
+
+With `--alignment`, the rounds stay off and what is compared, the same way, is how words
+are timed: one alignment per window (window_decoding.time_words_per_window, what replicas
+on CPU do) against faster-whisper's one alignment per batch.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def sets(minutes: float) -> dict[str, tuple[list, str | None]]:
     }
 
 
-def measure(core, segments: list, rounds: int) -> dict:
+def measure(core, segments: list, rounds: int, language: str | None = None) -> dict:
     import deployments.models.whisper_batch as whisper_batch
     from deployments.core.schemas import TranscribeOptions
     from deployments.core.unheard import unheard
@@ -80,7 +83,8 @@ def measure(core, segments: list, rounds: int) -> dict:
     core._run, whisper_batch.UNHEARD_ROUNDS = counted, rounds
     try:
         t0 = time.perf_counter()
-        results = core.transcribe_many(segments, [TranscribeOptions()] * len(segments))
+        opts = TranscribeOptions(language=language)
+        results = core.transcribe_many(segments, [opts] * len(segments))
         seconds = time.perf_counter() - t0
     finally:
         core._run = run
@@ -94,6 +98,15 @@ def measure(core, segments: list, rounds: int) -> dict:
     return {"s": seconds, "windows": windows["n"], "words": words, "lost": lost, "text": text}
 
 
+def timing(core, per_window: bool) -> None:
+    """Time words per window (as replicas on CPU do) or per batch (faster-whisper's own)."""
+    from deployments.models.window_decoding import time_words_per_window
+
+    core.model.__dict__.pop("add_word_timestamps", None)  # back to the batched method
+    if per_window:
+        time_words_per_window(core.model)
+
+
 def main() -> int:
     import deployments.models.whisper_batch as whisper_batch
     from tests.conftest import wer
@@ -102,6 +115,12 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=["base"])
+    parser.add_argument(
+        "--request-language", default=None, help="every request's language (unset: detected)"
+    )
+    parser.add_argument(
+        "--alignment", action="store_true", help="compare word timing per window vs per batch"
+    )
     add_common_args(parser, threads=1)
     args = parser.parse_args()
     on = whisper_batch.UNHEARD_ROUNDS
@@ -112,12 +131,18 @@ def main() -> int:
             args.whisper_model = model
             core = load_core(bench_settings(tmp / "data", args), args.threads)
             for name, (segments, reference) in data.items():
-                if model.endswith(".en") and "languages" in name:
-                    continue  # an English-only model has one language to decode in
+                if (model.endswith(".en") or args.request_language) and "languages" in name:
+                    continue  # one language to decode in
                 runs: dict[int, list[dict]] = {0: [], on: []}
                 for k in range(args.runs):
                     for rounds in (0, on) if k % 2 == 0 else (on, 0):
-                        runs[rounds].append(measure(core, segments, rounds))
+                        if args.alignment:  # "rounds" on: per window; off: per batch
+                            timing(core, per_window=rounds == on)
+                            rounds_now = 0
+                        else:
+                            rounds_now = rounds
+                        found = measure(core, segments, rounds_now, args.request_language)
+                        runs[rounds].append(found)
                     log(f"{model}, {name}: run {k + 1} done")
                 for rounds, found in runs.items():
                     times = [r["s"] for r in found]
@@ -128,7 +153,7 @@ def main() -> int:
                             model,
                             name,
                             len(segments),
-                            rounds,
+                            ("per window" if rounds else "per batch") if args.alignment else rounds,
                             last["windows"],
                             last["words"],
                             last["lost"],
@@ -138,13 +163,14 @@ def main() -> int:
                     )
                 off_s = statistics.median(r["s"] for r in runs[0])
                 on_s = statistics.median(r["s"] for r in runs[on])
-                rows.append([model, name, "", "on / off", "", "", "", "", f"{on_s / off_s:.2f}x"])
+                ratio = "window / batch" if args.alignment else "on / off"
+                rows.append([model, name, "", ratio, "", "", "", "", f"{on_s / off_s:.2f}x"])
             del core
     headers = [
         "model",
         "set",
         "30 s segments",
-        "unheard rounds",
+        "word timing per window / per batch" if args.alignment else "unheard rounds",
         "windows decoded",
         "words",
         "speech without words (s)",
