@@ -42,8 +42,11 @@ def time_words_per_window(model) -> None:
     batched = model.add_word_timestamps
     frames_per_s = model.frames_per_second
 
-    def add_word_timestamps(windows, tokenizer, encoder_output, num_frames, *punct_and_last):
-        *punctuation, last = punct_and_last
+    def add_word_timestamps(windows, tokenizer, encoder_output, num_frames, *args, **kwargs):
+        if not isinstance(num_frames, list) or len(args) != 3 or kwargs:
+            # Not the batched pipeline's call (sequential transcribe): left as it was.
+            return batched(windows, tokenizer, encoder_output, num_frames, *args, **kwargs)
+        *punctuation, last = args
         encoded = np.asarray(encoder_output)
         for i, window in enumerate(windows):
             if not any(t < tokenizer.eot for sub in window for t in sub["tokens"]):
