@@ -66,7 +66,10 @@ def whisper_core(models_dir):
     from deployments.models.model_store import resolve_whisper
     from deployments.models.whisper_batch import WhisperBatchTranscriber
 
-    return WhisperBatchTranscriber(resolve_whisper("tiny.en", models_dir, False), cpu_threads=2)
+    # On CPU, where a segment's words and times do not depend on its batch (window_decoding).
+    return WhisperBatchTranscriber(
+        resolve_whisper("tiny.en", models_dir, False), device="cpu", cpu_threads=2
+    )
 
 
 @pytest.fixture(scope="session")

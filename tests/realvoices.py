@@ -339,35 +339,6 @@ def cached_meeting(
     return rec
 
 
-if __name__ == "__main__":
-    import time
-
-    # Run as `python -m tests.realvoices` (it imports tests.speechspans).
-    # Timings: "cold" includes decoding, trimming and resampling every prompt of the voices.
-    for voices, minutes, cold in (
-        (TUNE_VOICES[:3], 20.0, True),
-        (HELDOUT_VOICES[:3], 2.0, True),
-        (TUNE_VOICES[:3], 60.0, True),
-        (TUNE_VOICES[:3], 60.0, False),
-    ):
-        if cold:
-            _prompts.cache_clear()
-        t0 = time.perf_counter()
-        rec = build_meeting(voices, minutes, seed=0, overlap_prob=0.1)
-        took = time.perf_counter() - t0
-        speech = {v: round(sum(e - s for s, e, w in rec.turns if w == v), 1) for v in voices}
-        print(
-            f"{minutes:g} min {voices}: {rec.duration:.1f} s, {len(rec.turn_spans)} turns, "
-            f"{len(rec.prompt_spans)} prompts, speech s {speech}, "
-            f"built in {took:.2f} s ({'cold' if cold else 'warm'})"
-        )
-
-
-def voice_prompts(voice: str) -> tuple[_Prompt, ...]:
-    """Every speech prompt of a voice (16 kHz, trimmed), for tests that need isolated clips."""
-    return _prompts(voice)
-
-
 def real_speech(minutes: float, seed: int = 1):
     """About `minutes` of real speech: Debian's Allison prompts (en_US, with transcripts)
     read one after another with 0.3-1.0 s pauses, repeated in a new order once all are used.
@@ -397,3 +368,32 @@ def real_speech(minutes: float, seed: int = 1):
             texts.append(prompts[i].text)
     pieces.append(np.zeros(SAMPLE_RATE // 2, np.float32))
     return Recording(np.concatenate(pieces), turns, texts)
+
+
+if __name__ == "__main__":
+    import time
+
+    # Run as `python -m tests.realvoices` (it imports tests.speechspans).
+    # Timings: "cold" includes decoding, trimming and resampling every prompt of the voices.
+    for voices, minutes, cold in (
+        (TUNE_VOICES[:3], 20.0, True),
+        (HELDOUT_VOICES[:3], 2.0, True),
+        (TUNE_VOICES[:3], 60.0, True),
+        (TUNE_VOICES[:3], 60.0, False),
+    ):
+        if cold:
+            _prompts.cache_clear()
+        t0 = time.perf_counter()
+        rec = build_meeting(voices, minutes, seed=0, overlap_prob=0.1)
+        took = time.perf_counter() - t0
+        speech = {v: round(sum(e - s for s, e, w in rec.turns if w == v), 1) for v in voices}
+        print(
+            f"{minutes:g} min {voices}: {rec.duration:.1f} s, {len(rec.turn_spans)} turns, "
+            f"{len(rec.prompt_spans)} prompts, speech s {speech}, "
+            f"built in {took:.2f} s ({'cold' if cold else 'warm'})"
+        )
+
+
+def voice_prompts(voice: str) -> tuple[_Prompt, ...]:
+    """Every speech prompt of a voice (16 kHz, trimmed), for tests that need isolated clips."""
+    return _prompts(voice)

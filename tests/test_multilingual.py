@@ -107,7 +107,7 @@ def test_manager_killed_during_the_language_pass_redoes_only_what_was_in_flight(
 ):
     """Issue 22 item 6 through the real app: the manager dies once the pass has redone some
     segments and has more to do; the job resumes on the next manager, repeating no finished
-    step or segment. Only the calls in flight at the kill are made again. A 5 min meeting in
+    step or segment. Only the calls in flight at the kill are made again. A 3 min meeting in
     short segments, so the pass has more segments to redo than fit in flight at once (they
     share a batch and return together)."""
     import json

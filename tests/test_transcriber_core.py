@@ -44,6 +44,19 @@ def test_batched_requests_match_single_requests(core, jfk_audio):
     assert batch[1].segments[-1].end <= sample.size / SAMPLE_RATE + 1e-3
 
 
+def test_a_request_gets_the_same_times_wherever_it_sits_in_the_buffer(core, jfk_audio):
+    """JFK starts with speech, so its first window starts at its first sample. Behind 0.29 s
+    of silence that start is buffer sample 4640, which float error once put at 10 ms frame 28
+    instead of 29: every word came back 10 ms early."""
+    assert speech_windows(jfk_audio, vad_filter=True)[0][0] == 0
+    opts = TranscribeOptions(language="en")
+    (alone,) = core.transcribe_many([jfk_audio], [opts])
+    _, behind = core.transcribe_many([np.zeros(4640, np.float32), jfk_audio], [opts, opts])
+    assert [(w.text, w.start, w.end) for w in behind.words] == [
+        (w.text, w.start, w.end) for w in alone.words
+    ]
+
+
 def test_batched_request_starting_with_speech_keeps_its_own_text(core, jfk_audio):
     """A request whose first window starts at its first sample, behind a request whose
     length is not a whole millisecond, once leaked its text into the request before it."""

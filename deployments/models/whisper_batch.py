@@ -1,9 +1,11 @@
 """faster-whisper inference that batches 30 s windows from many requests into one pass.
 
-Each request is cut into windows at silences (Silero VAD). The windows of all requests in a
-batch are laid end to end in one buffer and decoded together by `BatchedInferencePipeline`
-with explicit clip timestamps; results are then mapped back to their request. One decoder
-pass over several requests keeps the CPU/GPU busy between calls.
+Each request is cut into windows at silences (Silero VAD). The requests of a batch are laid
+end to end in one buffer (each from a 10 ms boundary, window_decoding.on_grid), and their
+windows decoded together by `BatchedInferencePipeline` with explicit clip timestamps;
+results are then mapped back to their request. One decoder pass over several requests keeps
+the CPU/GPU busy between calls. On CPU a request's words and times do not depend on the
+batch it shared (window_decoding.py).
 """
 
 from __future__ import annotations
@@ -33,7 +35,12 @@ from deployments.core.window_language import (
     parse_detection,
 )
 from deployments.models.priority_gate import PriorityGate, gated
-from deployments.models.window_decoding import DecodeWindows, on_grid, time_words_per_window
+from deployments.models.window_decoding import (
+    DecodeWindows,
+    clip_at,
+    on_grid,
+    time_words_per_window,
+)
 
 log = logging.getLogger(__name__)
 
@@ -218,9 +225,7 @@ class WhisperBatchTranscriber:
             pieces, windows = speech_pieces(audio, opt.vad_filter, own[i].cuts if own else ())
             speech += [((offset + a) / SAMPLE_RATE, (offset + b) / SAMPLE_RATE) for a, b in pieces]
             for start, end in windows:
-                clips.append(
-                    {"start": (offset + start) / SAMPLE_RATE, "end": (offset + end) / SAMPLE_RATE}
-                )
+                clips.append(clip_at(offset, start, end))
                 owners.append((i, start / SAMPLE_RATE, end / SAMPLE_RATE))
             offset += on_grid(len(audio))
         fixed = opt.language or (None if self.multilingual else "en")
@@ -246,6 +251,8 @@ class WhisperBatchTranscriber:
                     mine = [k for k in todo if state.owners[k][0] == request]
                     self._decode_windows(buffer, state, mine, opt, own, live)
                 state.drop_silent(todo)
+                # A piece that gave no words would give none again: only the others go on.
+                todo = [k for k in todo if state.decoded[k]]
         out: list[Transcription] = []
         for i, audio in enumerate(audios):
             base, duration = starts[i] / SAMPLE_RATE, len(audio) / SAMPLE_RATE

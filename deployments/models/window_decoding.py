@@ -21,14 +21,31 @@ from deployments.core.window_language import WindowGuess
 # 10 ms in buffer time, so an offset off that grid moved times by up to 8 ms.
 BUFFER_GRID = SAMPLE_RATE // 100
 # Whisper's own rule for a window that holds no speech (its no_speech and log-probability
-# thresholds). Applied to recovered pieces: speech of another language decoded in a fixed
-# one came back as stock phrases ("Thank you very much.", no-speech 0.66, log-prob -1.04).
+# thresholds). Applied to recovered pieces, in any language: speech of another language
+# decoded in a fixed one came back as stock phrases ("Thank you very much.", no-speech 0.66,
+# log-prob -1.04).
 NO_SPEECH_PROB, LOGPROB_FLOOR = 0.6, -1.0
 
 
 def on_grid(n: int) -> int:
     """Samples a request takes in the buffer: its length rounded up to the grid."""
     return -(-n // BUFFER_GRID) * BUFFER_GRID
+
+
+def clip_at(offset: int, start: int, end: int) -> dict[str, float]:
+    """faster-whisper's clip for samples [start, end) of a request at `offset` in the buffer.
+
+    It turns the seconds back into samples with int(), and the start into 10 ms frames
+    (`seek`, which its word times count from) with int() too: float error put a start of
+    4640 samples (0.29 s) at frame 28. Half a sample more keeps the sample exact; a start on
+    a frame boundary moves one sample on, so no start is a whole frame and `seek` does not
+    depend on where the request sits in the buffer."""
+    if start % BUFFER_GRID == 0:
+        start += 1
+    return {
+        "start": (offset + start + 0.5) / SAMPLE_RATE,
+        "end": (offset + end + 0.5) / SAMPLE_RATE,
+    }
 
 
 def time_words_per_window(model) -> None:
@@ -90,9 +107,10 @@ class DecodeWindows:
             inside = [(a, b) for a, b in inside if b > a]
             words = [(w.start, w.end) for seg in self.decoded[k] for w in seg.words or ()]
             for a, b in unheard(inside, words):
-                base = starts[r] / SAMPLE_RATE
-                self.clips.append({"start": a, "end": b})
-                self.owners.append((r, a - base, b - base))
+                # In samples of the request: word times are whole 10 ms frames from `seek`.
+                start, end = round(a * SAMPLE_RATE) - starts[r], round(b * SAMPLE_RATE) - starts[r]
+                self.clips.append(clip_at(starts[r], start, end))
+                self.owners.append((r, start / SAMPLE_RATE, end / SAMPLE_RATE))
                 self.decoded.append([])
                 self.guesses.append(None)
                 self.languages.append(self.fixed)
