@@ -118,6 +118,18 @@ class DecodeWindows:
                 added.append(len(self.clips) - 1)
         return added
 
+    def keep_language(
+        self, windows: list[int], detected: list[dict[str, float]], language: str
+    ) -> None:
+        """Recovered pieces decoded each in its detected language keep their words only
+        where that is `language`: speech in another one is not what was asked for, and
+        decoded in `language` it came back as stock phrases."""
+        for k, probabilities in zip(windows, detected, strict=True):
+            top = max(probabilities, key=probabilities.__getitem__)
+            self.probabilities[k] = round(probabilities.get(language, 0.0), 4)
+            if top != language:
+                self.decoded[k] = []
+
     def drop_silent(self, windows: list[int]) -> None:
         for k in windows:
             self.decoded[k] = [seg for seg in self.decoded[k] if not silent(seg)]
