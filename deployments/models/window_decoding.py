@@ -125,9 +125,10 @@ class DecodeWindows:
         where that is `language`: speech in another one is not what was asked for, and
         decoded in `language` it came back as stock phrases."""
         for k, probabilities in zip(windows, detected, strict=True):
-            top = max(probabilities, key=probabilities.__getitem__)
+            r, start, end = self.owners[k]
+            guess = self.guesses[k] = WindowGuess(r, start, end, probabilities)
             self.probabilities[k] = round(probabilities.get(language, 0.0), 4)
-            if top != language:
+            if guess.top[0] != language:
                 self.decoded[k] = []
 
     def drop_silent(self, windows: list[int]) -> None:
