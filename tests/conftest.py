@@ -73,6 +73,17 @@ def whisper_core(models_dir):
 
 
 @pytest.fixture(scope="session")
+def base_core(models_dir):
+    """The multilingual in-process transcriber core (Whisper base), loaded once per session."""
+    from deployments.models.model_store import resolve_whisper
+    from deployments.models.whisper_batch import WhisperBatchTranscriber
+
+    return WhisperBatchTranscriber(
+        resolve_whisper("base", models_dir, False), device="cpu", cpu_threads=2
+    )
+
+
+@pytest.fixture(scope="session")
 def diarizer(models_dir):
     """The in-process diarization pipeline, loaded once per session."""
     from deployments.models.diarization.pipeline import SpeakerDiarizer

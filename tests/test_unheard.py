@@ -31,14 +31,6 @@ def test_lost_pieces_join_only_without_a_word_between() -> None:
     assert unheard([(0.0, 3.0), (4.5, 7.0)], [(3.3, 4.2)]) == [(0.0, 3.0), (4.5, 7.0)]
 
 
-@pytest.fixture(scope="module")
-def base_core(models_dir):
-    from deployments.models.model_store import resolve_whisper
-    from deployments.models.whisper_batch import WhisperBatchTranscriber
-
-    return WhisperBatchTranscriber(resolve_whisper("base", models_dir, False), cpu_threads=2)
-
-
 @pytest.mark.models
 def test_a_window_of_two_languages_keeps_all_its_speech(base_core, monkeypatch) -> None:
     """30 s of the tune voices' meeting (tests/test_multilingual.py) where Italian hands over

@@ -60,6 +60,10 @@ class TranscribeOptions(_Frozen):
     # language takes the likeliest of these by its own detection, if any is among its top
     # guesses (not the nearest sure window's, which in a meeting is often another voice's).
     languages: tuple[str, ...] = Field((), max_length=100)
+    # Probe the language of each region of speech between pauses on its own and cut windows
+    # where sure regions disagree (deployments/models/language_probe.py): a recording in
+    # several languages, where a short turn would be decoded in its neighbour's language.
+    split_languages: bool = False
     word_timestamps: bool = True
     vad_filter: bool = True
     beam_size: int = Field(5, ge=1, le=10)

@@ -34,6 +34,7 @@ from deployments.core.window_language import (
     hinted,
     parse_detection,
 )
+from deployments.models.language_probe import language_cuts, region_languages
 from deployments.models.priority_gate import PriorityGate, gated
 from deployments.models.window_decoding import (
     DecodeWindows,
@@ -182,7 +183,7 @@ class WhisperBatchTranscriber:
                 continue
             # Cuts, hints and candidate languages are per request: requests that differ only
             # in them share batches.
-            per_request = {"cuts": (), "hints": (), "languages": ()}
+            per_request = {"cuts": (), "hints": (), "languages": (), "split_languages": False}
             groups.setdefault(opt.model_copy(update=per_request), []).append(i)
         for opt, members in groups.items():
             own = [options[i] for i in members]
@@ -222,7 +223,13 @@ class WhisperBatchTranscriber:
         offset = 0
         for i, audio in enumerate(audios):
             starts.append(offset)
-            pieces, windows = speech_pieces(audio, opt.vad_filter, own[i].cuts if own else ())
+            cuts = own[i].cuts if own else ()
+            pieces, windows = speech_pieces(audio, opt.vad_filter, cuts)
+            if own and own[i].split_languages and opt.language is None and self.multilingual:
+                with self.gate.hold(live):
+                    found = region_languages(self.model, audio, pieces)
+                if more := language_cuts(pieces, found, own[i].languages):
+                    pieces, windows = speech_pieces(audio, opt.vad_filter, (*cuts, *more))
             speech += [((offset + a) / SAMPLE_RATE, (offset + b) / SAMPLE_RATE) for a, b in pieces]
             for start, end in windows:
                 clips.append(clip_at(offset, start, end))

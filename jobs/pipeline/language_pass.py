@@ -9,7 +9,11 @@ on real recordings, and both are mended here before stitching:
   than one speaker is transcribed again with its windows cut where speakers hand over, so
   every window holds one voice. A diarized job knows where from its diarization; a
   transcription-only job asks the diarizer for voice changes alone (its segmentation model,
-  no embeddings or clustering). A job in one language pays nothing for this.
+  no embeddings or clustering), and, having no speakers to carry a language from turn to
+  turn, transcribes every segment with speech again with its language probed region by
+  region (deployments/models/language_probe.py), so that a short turn or a bilingual
+  person's switch the voice changes missed is cut too. A job in one language pays nothing
+  for this.
 - A window unsure of its language (a short turn, a poor telephone line) is decoded again in
   the language its speaker speaks with confidence elsewhere in the recording (speakers
   linked across segments as stitching links them).
@@ -33,7 +37,12 @@ from pydantic import BaseModel
 from deployments.core.audio import read_spans
 from deployments.core.schemas import Diarization, SpeakerChanges, TranscribeOptions, Transcription
 from deployments.core.splitter import SegmentPlan
-from deployments.core.window_language import SURE_PROBABILITY, settle, speaker_cuts
+from deployments.core.window_language import (
+    SHORT_SPEECH_S,
+    SURE_PROBABILITY,
+    settle,
+    speaker_cuts,
+)
 from jobs.state.job_store import JobStore
 from jobs.state.records import JobRecord
 from jobs.stitching.speaker_linking import TrackSet
@@ -47,6 +56,8 @@ SPEAKER_LANGUAGE_SHARE = 0.75  # of a speaker's sure speech, for their language 
 class _Span(BaseModel):
     start: float
     end: float
+    language: str | None = None
+    language_probability: float = 0.0
 
 
 class _LanguageOnly(BaseModel):
@@ -57,8 +68,14 @@ class _LanguageOnly(BaseModel):
     segments: list[_Span] = []
 
 
-async def _languages(store: JobStore, job_id: str, plans: list[SegmentPlan]) -> list:
+async def _languages(
+    store: JobStore, job_id: str, plans: list[SegmentPlan]
+) -> tuple[list[tuple[str | None, float, float]], set[str]]:
+    """Per segment (language, probability, seconds of speech); and the languages the
+    recording is sure of: a segment's own, or one its windows decoded with confidence for
+    SHORT_SPEECH_S or more (a 30 s segment of French can hold a sure English turn)."""
     found = []
+    sure_s: dict[str, float] = defaultdict(float)
     for plan in plans:
         raw = await store.checkpoint(job_id, f"{plan.key}:t")
         head = _LanguageOnly.model_validate_json(raw) if raw else None
@@ -67,7 +84,11 @@ async def _languages(store: JobStore, job_id: str, plans: list[SegmentPlan]) -> 
             continue
         speech_s = sum(s.end - s.start for s in head.segments)
         found.append((head.language, head.language_probability, speech_s))
-    return found
+        for s in head.segments:
+            if s.language and s.language_probability >= SURE_PROBABILITY:
+                sure_s[s.language] += s.end - s.start
+    sure = {lang for lang, p, _ in found if lang and p >= SURE_PROBABILITY}
+    return found, sure | {lang for lang, seconds in sure_s.items() if seconds >= SHORT_SPEECH_S}
 
 
 async def _speakers(
@@ -165,8 +186,7 @@ async def settle_languages(
     """
     plans = sorted(plans, key=lambda p: (p.start, p.index))
     step = _Steps(store, record.id, plans, audio_path, transcribe, limit, lease)
-    found = await _languages(store, record.id, plans)
-    sure = {lang for lang, p, _ in found if lang and p >= SURE_PROBABILITY}
+    found, sure = await _languages(store, record.id, plans)
     redo: dict[int, TranscribeOptions] = {}
     hinted: dict[int, TranscribeOptions] = {}
     speakers: Speakers | None = None
@@ -199,7 +219,7 @@ async def settle_languages(
         if hinted:
             await report(f"giving {len(hinted)} segments their speakers' languages")
             await step.run("hint", hinted)
-        found = await _languages(store, record.id, plans)
+        found, _ = await _languages(store, record.id, plans)
 
     async def settle_short() -> dict[int, TranscribeOptions]:
         return {
@@ -271,8 +291,10 @@ async def _voice_cuts(
     base: TranscribeOptions,
     limit: int,
 ) -> dict[int, TranscribeOptions]:
-    """Per segment where the voice changes, options that cut its windows there; each
-    segment's changes are asked for once (a resumed job reuses the checkpoints)."""
+    """Per segment with speech, options that cut its windows where the voice changes and
+    probe its language by region (a segment of one voice may still change language: a
+    bilingual person, or a short turn the voice changes missed); each segment's changes
+    are asked for once (a resumed job reuses the checkpoints)."""
     keys = set(await store.checkpoint_keys(record.id))
     missing = {i: None for i, plan in enumerate(plans) if f"{plan.key}:c" not in keys}
     if missing:
@@ -281,9 +303,9 @@ async def _voice_cuts(
     for i, plan in enumerate(plans):
         raw = await store.checkpoint(record.id, f"{plan.key}:c")
         found = SpeakerChanges.model_validate_json(raw) if raw else None
-        cuts = speaker_cuts([(t.start, t.end, t.speaker) for t in found.turns]) if found else ()
-        if cuts:
-            out[i] = base.model_copy(update={"cuts": cuts})
+        if found and found.turns:
+            cuts = speaker_cuts([(t.start, t.end, t.speaker) for t in found.turns])
+            out[i] = base.model_copy(update={"cuts": cuts, "split_languages": True})
     return out
 
 
