@@ -57,7 +57,7 @@ class _Span(BaseModel):
     start: float
     end: float
     language: str | None = None
-    language_probability: float = 0.0
+    language_probability: float | None = None  # a window may not say (older checkpoints)
 
 
 class _LanguageOnly(BaseModel):
@@ -85,7 +85,7 @@ async def _languages(
         speech_s = sum(s.end - s.start for s in head.segments)
         found.append((head.language, head.language_probability, speech_s))
         for s in head.segments:
-            if s.language and s.language_probability >= SURE_PROBABILITY:
+            if s.language and (s.language_probability or 0.0) >= SURE_PROBABILITY:
                 sure_s[s.language] += s.end - s.start
     sure = {lang for lang, p, _ in found if lang and p >= SURE_PROBABILITY}
     return found, sure | {lang for lang, seconds in sure_s.items() if seconds >= SHORT_SPEECH_S}
