@@ -4,10 +4,12 @@ window with French."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from deployments.core.schemas import SAMPLE_RATE, TranscribeOptions
-from deployments.models.language_probe import language_cuts
+from deployments.models.language_probe import PROBE_BATCH, language_cuts, region_languages
+from deployments.models.priority_gate import LIVE_BATCH, PriorityGate
 
 S = SAMPLE_RATE
 
@@ -35,6 +37,52 @@ def test_a_stray_language_outside_the_recordings_languages_cuts_nothing() -> Non
     found = [{"it": 0.98}, {"te": 0.77}, {"it": 0.99}]
     assert language_cuts(regions, found) == (2.5, 5.5)
     assert language_cuts(regions, found, candidates=("it", "fr", "en")) == ()
+
+
+class _Model:
+    """What region_languages uses of a WhisperModel: every region detected as Italian."""
+
+    def __init__(self) -> None:
+        self.passes: list[int] = []
+        self.feature_extractor = self
+        self.hop_length = 160
+        self.model = self
+
+    def __call__(self, audio):
+        return np.zeros((80, len(audio) // self.hop_length), dtype=np.float32)
+
+    def encode(self, features):
+        return features
+
+    def detect_language(self, encoded):
+        self.passes.append(len(encoded))
+        return [[("<|it|>", 0.9), ("<|fr|>", 0.05)] for _ in encoded]
+
+
+class _CountingGate(PriorityGate):
+    def __init__(self) -> None:
+        super().__init__()
+        self.holds = 0
+
+    def hold(self, live):
+        self.holds += 1
+        return super().hold(live)
+
+
+def test_the_probe_holds_the_gate_one_batch_at_a_time_and_shrinks_for_live_traffic() -> None:
+    regions = [(k * 2 * S, k * 2 * S + S + S // 2) for k in range(20)] + [(41 * S, 41 * S + 10)]
+    audio = np.zeros(42 * S, dtype=np.float32)
+    model, gate = _Model(), _CountingGate()
+    found = region_languages(model, audio, regions, gate=gate)
+    assert found[-1] is None  # shorter than a second: not probed
+    assert all(f == {"it": 0.9, "fr": 0.05} for f in found[:-1])
+    assert model.passes == [PROBE_BATCH, PROBE_BATCH, 20 - 2 * PROBE_BATCH]
+    assert gate.holds == 3  # a live request waits for one batch, not the whole probe
+    with gate.hold(live=True):  # live traffic now: batch work takes smaller passes
+        pass
+    model.passes.clear()
+    region_languages(model, audio, regions, gate=gate)
+    assert model.passes == [LIVE_BATCH] * (20 // LIVE_BATCH)
 
 
 @pytest.mark.models

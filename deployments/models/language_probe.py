@@ -15,10 +15,12 @@ requests that ask for it (a job's pass over segments of a recording in several l
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import numpy as np
 
 from deployments.core.window_language import SURE_PROBABILITY, parse_detection
+from deployments.models.priority_gate import PriorityGate
 
 SAMPLE_RATE = 16_000
 # A region shorter than this is not probed: too little speech to tell its language.
@@ -31,19 +33,30 @@ PROBE_FRAMES = 1000
 
 
 def region_languages(
-    model, audio: np.ndarray, regions: Sequence[tuple[int, int]], min_s: float = PROBE_MIN_S
+    model,
+    audio: np.ndarray,
+    regions: Sequence[tuple[int, int]],
+    min_s: float = PROBE_MIN_S,
+    *,
+    gate: PriorityGate | None = None,
+    live: bool = False,
 ) -> list[dict[str, float] | None]:
     """Per region (samples of `audio`): its top language probabilities, or None where it is
-    shorter than `min_s`. `model` is a faster_whisper WhisperModel."""
+    shorter than `min_s`. `model` is a faster_whisper WhisperModel. With `gate`, each batch
+    is one pass through it (a live request waits for one batch, not the whole probe)."""
     out: list[dict[str, float] | None] = [None] * len(regions)
     probed = [i for i, (a, b) in enumerate(regions) if b - a >= min_s * SAMPLE_RATE]
     extractor = model.feature_extractor
-    for at in range(0, len(probed), PROBE_BATCH):
-        batch = probed[at : at + PROBE_BATCH]
-        features = np.stack([_features(extractor, audio[slice(*regions[i])]) for i in batch])
-        encoded = model.encode(features)
-        for i, found in zip(batch, model.model.detect_language(encoded), strict=True):
-            out[i] = parse_detection(found)
+    at = 0
+    while at < len(probed):
+        size = gate.batch_size(PROBE_BATCH, live) if gate else PROBE_BATCH
+        batch = probed[at : at + size]
+        at += size
+        with gate.hold(live) if gate else nullcontext():
+            features = np.stack([_features(extractor, audio[slice(*regions[i])]) for i in batch])
+            found = model.model.detect_language(model.encode(features))
+        for i, detection in zip(batch, found, strict=True):
+            out[i] = parse_detection(detection)
     return out
 
 
@@ -72,7 +85,7 @@ def language_cuts(
         language = max(found, key=found.__getitem__)
         if found[language] < threshold or (candidates and language not in candidates):
             continue
-        if last is not None and language != last and k > 0:
+        if last is not None and language != last:
             cuts.append(round((regions[k - 1][1] + start) / 2 / SAMPLE_RATE, 3))
         last = language
     return tuple(cuts)
