@@ -73,7 +73,7 @@ def test_the_probe_holds_the_gate_one_batch_at_a_time_and_shrinks_for_live_traff
     regions = [(k * 2 * S, k * 2 * S + S + S // 2) for k in range(20)] + [(41 * S, 41 * S + 10)]
     audio = np.zeros(42 * S, dtype=np.float32)
     model, gate = _Model(), _CountingGate()
-    found = region_languages(model, audio, regions, gate=gate)
+    found = region_languages(model, audio, regions, gate)
     assert found[-1] is None  # shorter than a second: not probed
     assert all(f == {"it": 0.9, "fr": 0.05} for f in found[:-1])
     assert model.passes == [PROBE_BATCH, PROBE_BATCH, 20 - 2 * PROBE_BATCH]
@@ -81,7 +81,7 @@ def test_the_probe_holds_the_gate_one_batch_at_a_time_and_shrinks_for_live_traff
     with gate.hold(live=True):  # live traffic now: batch work takes smaller passes
         pass
     model.passes.clear()
-    region_languages(model, audio, regions, gate=gate)
+    region_languages(model, audio, regions, gate)
     assert model.passes == [LIVE_BATCH] * (20 // LIVE_BATCH)
 
 

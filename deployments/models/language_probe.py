@@ -15,7 +15,6 @@ requests that ask for it (a job's pass over segments of a recording in several l
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 
 import numpy as np
 
@@ -36,23 +35,22 @@ def region_languages(
     model,
     audio: np.ndarray,
     regions: Sequence[tuple[int, int]],
-    min_s: float = PROBE_MIN_S,
-    *,
-    gate: PriorityGate | None = None,
+    gate: PriorityGate,
     live: bool = False,
+    min_s: float = PROBE_MIN_S,
 ) -> list[dict[str, float] | None]:
     """Per region (samples of `audio`): its top language probabilities, or None where it is
-    shorter than `min_s`. `model` is a faster_whisper WhisperModel. With `gate`, each batch
-    is one pass through it (a live request waits for one batch, not the whole probe)."""
+    shorter than `min_s`. `model` is a faster_whisper WhisperModel; each batch is one pass
+    through the replica's `gate` (a live request waits for one batch, not the whole probe)."""
     out: list[dict[str, float] | None] = [None] * len(regions)
     probed = [i for i, (a, b) in enumerate(regions) if b - a >= min_s * SAMPLE_RATE]
     extractor = model.feature_extractor
     at = 0
     while at < len(probed):
-        size = gate.batch_size(PROBE_BATCH, live) if gate else PROBE_BATCH
+        size = gate.batch_size(PROBE_BATCH, live)
         batch = probed[at : at + size]
         at += size
-        with gate.hold(live) if gate else nullcontext():
+        with gate.hold(live):
             features = np.stack([_features(extractor, audio[slice(*regions[i])]) for i in batch])
             found = model.model.detect_language(model.encode(features))
         for i, detection in zip(batch, found, strict=True):

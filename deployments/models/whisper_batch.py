@@ -226,7 +226,7 @@ class WhisperBatchTranscriber:
             cuts = own[i].cuts if own else ()
             pieces, windows = speech_pieces(audio, opt.vad_filter, cuts)
             if own and own[i].split_languages and opt.language is None and self.multilingual:
-                found = region_languages(self.model, audio, pieces, gate=self.gate, live=live)
+                found = region_languages(self.model, audio, pieces, self.gate, live)
                 if more := language_cuts(pieces, found, own[i].languages):
                     pieces, windows = speech_pieces(audio, opt.vad_filter, (*cuts, *more))
             speech += [((offset + a) / SAMPLE_RATE, (offset + b) / SAMPLE_RATE) for a, b in pieces]
