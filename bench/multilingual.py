@@ -62,6 +62,9 @@ SAMPLE_RATE = 16_000
 MEETINGS: dict[str, tuple[list[str], tuple[int, int], int]] = {
     "tune": (["en_allison", "fr_june", "it_carlo"], (1, 4), 0),
     "held-out": (["ru", "fr_armelle", "it_menardi"], (1, 4), 0),
+    # Tune voices in short turns, like B's (built in stop 37 to choose the short-turn rules
+    # on, so that B stays unseen).
+    "tune short turns": (["es_co", "it_carlo", "en_allison", "fr_june"], (1, 2), 404),
     "unseen A (bilingual, long turns)": (
         ["en_allison", "es_mx", "ru", "fr_armelle", "it_menardi"],
         (2, 6),

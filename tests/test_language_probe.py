@@ -88,8 +88,8 @@ def test_the_probe_holds_the_gate_one_batch_at_a_time_and_shrinks_for_live_traff
 @pytest.mark.models
 def test_a_turn_sharing_a_window_with_another_language_is_decoded_in_its_own(base_core) -> None:
     """A minute of the tune voices' meeting: 6 s of Italian, then French with one English
-    word. Decoded as windows of up to 30 s, the first window is sure it is French and the
-    Italian comes out as French words; with the probe, each turn is in its own language."""
+    word. Decoded as windows of up to 30 s, the first window can be sure it is French and the
+    Italian come out as French words; with the probe, each turn is in its own language."""
     from tests.multilingual import language_time_share
     from tests.realvoices import cached_meeting, turn_languages
 
@@ -112,6 +112,9 @@ def test_a_turn_sharing_a_window_with_another_language_is_decoded_in_its_own(bas
 
     before_all, before_it = shares(False)
     after_all, after_it = shares(True)
-    assert before_it <= 0.2, before_it  # the failure this guards against still happens
-    assert after_it >= 0.9, after_it
-    assert after_all >= 0.95 and after_all > before_all, (before_all, after_all)
+    # Whether the unsplit decode fails depends on the machine: the Italian came out French
+    # (0.0) on the machine this was written on, and right (1.0, all speech 0.988) on another
+    # "AMD EPYC" VM with the same packages. So this asserts what the probe gives, and that it
+    # is never worse than without it.
+    assert after_it >= 0.9, (before_it, after_it)
+    assert after_all >= 0.95 and after_all >= before_all, (before_all, after_all)

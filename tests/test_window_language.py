@@ -103,6 +103,28 @@ def test_cuts_fall_between_speakers_and_skip_short_turns() -> None:
     ]
     assert speaker_cuts(turns) == (12.5,)
     assert speaker_cuts([(0.0, 5.0, "A")]) == ()
+    # With speakers, the "yeah" gets a window of its own (it takes B's language).
+    assert speaker_cuts(turns, 0.5) == (6.2, 6.95, 12.5)
+
+
+def test_short_or_unsure_stretches_take_their_speakers_language() -> None:
+    from deployments.core.window_language import Spoken, speaker_hints
+
+    spans = [
+        Spoken(0, 0.0, 8.0, "it", 0.99, "A"),
+        Spoken(0, 9.0, 9.6, "es", 0.92, "A"),  # one word, sure of the wrong language
+        Spoken(0, 10.0, 16.0, "fr", 0.98, "B"),
+        Spoken(0, 17.0, 20.0, "en", 0.40, "B"),  # unsure: B speaks French
+        Spoken(1, 0.5, 4.0, "it", 0.97, "A"),
+        Spoken(1, 5.0, 5.8, "it", 0.99, "A"),  # short, but already A's language
+        Spoken(1, 6.0, 9.0, "es", 0.50, "C"),  # C speaks nothing with confidence
+    ]
+    hints = speaker_hints(spans, {0: 21.0, 1: 10.0})
+    # Each reaches halfway to its neighbours, the last to the segment's end.
+    assert hints == {0: ((8.5, 9.8, "it"), (16.5, 21.0, "fr"))}
+    # A speaker with two languages (bilingual, or two voices merged) gives no hint.
+    both = [*spans, Spoken(1, 10.0, 16.0, "es", 0.99, "A")]
+    assert speaker_hints(both, {0: 21.0, 1: 17.0}) == {0: ((16.5, 21.0, "fr"),)}
 
 
 def test_windows_never_span_a_cut() -> None:

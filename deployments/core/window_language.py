@@ -117,6 +117,10 @@ def settle(
 # A turn shorter than this ("yeah", "OK") cuts no window of its own: it is too short to
 # detect a language on, and a window each would cost an encoder pass each.
 MIN_TURN_S = 1.5
+# With speakers (a diarized job), a one-word turn gets a window of its own anyway: it takes
+# its speaker's language, not its detection's. Left inside a neighbour's window, "Primero."
+# came out Italian (p 0.997, the window's), and alone its detection was as often wrong.
+SPEAKER_TURN_S = 0.5
 
 
 def speaker_cuts(
@@ -139,6 +143,60 @@ def speaker_cuts(
         else:
             kept.append(run)
     return tuple(round((a[1] + b[0]) / 2, 3) for a, b in itertools.pairwise(kept))
+
+
+# A speaker's language is a hint when it holds this share of their sure speech: a bilingual
+# person, or two voices the diarizer merged, gives none.
+SPEAKER_LANGUAGE_SHARE = 0.75
+
+
+@dataclass
+class Spoken:
+    """A stretch of a job's transcript (a transcript segment) and who said it."""
+
+    segment: int  # the job's segment (plan) it is in
+    start: float  # seconds, within that segment
+    end: float
+    language: str | None
+    probability: float
+    speaker: str | None
+
+
+def speaker_hints(
+    spans: list[Spoken], lengths: dict[int, float]
+) -> dict[int, tuple[tuple[float, float, str], ...]]:
+    """Per job segment, (start, end, language) for the stretches to decode again in their
+    speaker's language: those not sure of it, their speaker keeping to one language
+    elsewhere (SPEAKER_LANGUAGE_SHARE of their sure speech).
+
+    A stretch under SHORT_SPEECH_S is never sure: a one-word turn's detection said
+    "Estensione." was Spanish at 0.92. Each hint reaches halfway to the stretches beside it
+    (the segment's edges, `lengths`, for the first and last), so that it covers the whole
+    window a short turn is decoded in, pauses and padding included: the replica takes a hint
+    that covers half of a window (hinted)."""
+    votes: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    sure = []
+    for s in spans:
+        ok = s.probability >= SURE_PROBABILITY and s.end - s.start >= SHORT_SPEECH_S
+        sure.append(ok)
+        if ok and s.speaker and s.language:
+            votes[s.speaker][s.language] += s.end - s.start
+    spoken = {}
+    for who, seconds in votes.items():
+        top = max(seconds, key=seconds.__getitem__)
+        if seconds[top] >= SPEAKER_LANGUAGE_SHARE * sum(seconds.values()):
+            spoken[who] = top
+    hints: dict[int, list] = defaultdict(list)
+    for n, s in enumerate(spans):
+        wanted = spoken.get(s.speaker)
+        if not wanted or sure[n] or s.language == wanted:
+            continue
+        before = spans[n - 1] if n and spans[n - 1].segment == s.segment else None
+        after = spans[n + 1] if n + 1 < len(spans) and spans[n + 1].segment == s.segment else None
+        start = (before.end + s.start) / 2 if before else 0.0
+        end = (s.end + after.start) / 2 if after else max(lengths.get(s.segment, s.end), s.end)
+        hints[s.segment].append((round(start, 3), round(end, 3), wanted))
+    return {i: tuple(h) for i, h in hints.items()}
 
 
 def hinted(hints: Sequence[tuple[float, float, str]], start: float, end: float) -> str | None:

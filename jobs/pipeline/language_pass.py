@@ -16,7 +16,9 @@ on real recordings, and both are mended here before stitching:
   for this.
 - A window unsure of its language (a short turn, a poor telephone line) is decoded again in
   the language its speaker speaks with confidence elsewhere in the recording (speakers
-  linked across segments as stitching links them).
+  linked across segments as stitching links them). A diarized job cuts a window at every
+  turn of half a second or more, and under 1.5 s of speech no detection counts as sure, so
+  a one-word turn takes its speaker's language (window_language.speaker_hints).
 - A short segment unsure of its language (under 1.5 s of speech, e.g. one word between
   silences) takes the language of its nearest sure neighbour
   (deployments.core.window_language.settle).
@@ -39,9 +41,12 @@ from deployments.core.schemas import Diarization, SpeakerChanges, TranscribeOpti
 from deployments.core.splitter import SegmentPlan
 from deployments.core.window_language import (
     SHORT_SPEECH_S,
+    SPEAKER_TURN_S,
     SURE_PROBABILITY,
+    Spoken,
     settle,
     speaker_cuts,
+    speaker_hints,
 )
 from jobs.state.job_store import JobStore
 from jobs.state.records import JobRecord
@@ -49,8 +54,6 @@ from jobs.stitching.speaker_linking import TrackSet
 from jobs.stitching.stitch import Speakers, link_speakers, segment_words
 
 log = logging.getLogger(__name__)
-
-SPEAKER_LANGUAGE_SHARE = 0.75  # of a speaker's sure speech, for their language to be a hint
 
 
 class _Span(BaseModel):
@@ -103,7 +106,8 @@ async def _speakers(
         raw = await store.checkpoint(record.id, f"{plan.key}:d")
         d = Diarization.model_validate_json(raw) if raw else None
         tracks.add(d)
-        cuts = speaker_cuts([(t.start, t.end, t.speaker) for t in d.exclusive_turns]) if d else ()
+        turns = [(t.start, t.end, t.speaker) for t in d.exclusive_turns] if d else []
+        cuts = speaker_cuts(turns, SPEAKER_TURN_S)
         if cuts:
             cut[i] = base.model_copy(update={"cuts": cuts})
     diarize = record.options.diarize_options()
@@ -245,10 +249,9 @@ async def settle_languages(
 async def _speaker_hints(
     store: JobStore, job_id: str, plans: list[SegmentPlan], speakers: Speakers
 ) -> dict[int, tuple[tuple[float, float, str], ...]]:
-    """Per segment, its unsure windows whose speaker speaks another language with confidence
-    elsewhere: (start, end, that language), segment-relative."""
-    windows = []  # (segment, start, end, language, probability, speaker)
-    votes: dict[str, Counter[str]] = defaultdict(Counter)
+    """Per segment, the windows whose speaker speaks another language with confidence
+    elsewhere (window_language.speaker_hints), segment-relative."""
+    spans: list[Spoken] = []
     for i, plan in enumerate(plans):
         raw = await store.checkpoint(job_id, f"{plan.key}:t")
         if raw is None:
@@ -262,24 +265,9 @@ async def _speaker_hints(
                 if w.speaker:
                     heard[w.speaker] += w.end - w.start
             who = heard.most_common(1)[0][0] if heard else None
-            sure = (seg.language_probability or 0.0) >= SURE_PROBABILITY
-            windows.append((i, seg.start, seg.end, seg.language, sure, who))
-            if who and seg.language and sure:
-                votes[who][seg.language] += seg.end - seg.start
-    # Only a speaker who keeps to one language (a bilingual one, or two voices the
-    # diarizer merged, gives no hint).
-    spoken = {
-        who: top
-        for who, counts in votes.items()
-        for top, seconds in counts.most_common(1)
-        if seconds >= SPEAKER_LANGUAGE_SHARE * counts.total()
-    }
-    hints: dict[int, list] = defaultdict(list)
-    for i, start, end, language, sure, who in windows:
-        wanted = spoken.get(who)
-        if wanted and not sure and language != wanted:
-            hints[i].append((start, end, wanted))
-    return {i: tuple(h) for i, h in hints.items()}
+            p = seg.language_probability or 0.0
+            spans.append(Spoken(i, seg.start, seg.end, seg.language, p, who))
+    return speaker_hints(spans, {i: plan.end - plan.start for i, plan in enumerate(plans)})
 
 
 async def _voice_cuts(
