@@ -112,13 +112,13 @@ def test_manager_killed_during_the_language_pass_redoes_only_what_was_in_flight(
 ):
     """Issue 22 item 6 through the real app: the manager dies once the pass has redone some
     segments and has more to do; the job resumes on the next manager, repeating no finished
-    step or segment. Only the calls in flight at the kill are made again. A 3 min meeting in
+    step or segment. Only the calls in flight at the kill are made again. A 2 min meeting in
     short segments, so the pass has more segments to redo than fit in flight at once (they
     share a batch and return together)."""
     import json
     import time
 
-    rec = cached_meeting(VOICES, 3, seed=4)
+    rec = cached_meeting(VOICES, 2, seed=4)
     path = rec.write_wav(tmp_path / "meeting.wav")
     job_id = jobclient.submit(http, path, diarize=True, model="base", segment_s=10)
     deadline = time.monotonic() + 600
@@ -280,9 +280,10 @@ def test_openai_client_translates_french_to_english(serve_url):
     assert not _missing_stems(verbose.text), verbose.text
 
 
-def test_jobs_translate_a_long_meeting_with_speakers(http, meeting, tmp_path):
+def test_jobs_translate_a_meeting_with_speakers(http, meeting, tmp_path):
     rec, _ = meeting
-    path = rec.write_wav(tmp_path / "m.wav")
+    path = tmp_path / "m.wav"  # its first 67 s: each voice speaks, French and Italian at length
+    path.write_bytes(wav_bytes(rec.audio[: 67 * SR]))
     job_id = jobclient.submit(http, path, diarize=True, task="translate", model="base")
     assert jobclient.wait_done(http, job_id)["status"] == "completed"
     result = jobclient.result(http, job_id)
@@ -290,10 +291,11 @@ def test_jobs_translate_a_long_meeting_with_speakers(http, meeting, tmp_path):
     # The French and Italian turns come back in English; their language stays what was said.
     spoken = {s["language"] for s in result["segments"] if s["text"]}
     assert {"fr", "it"} <= spoken
-    # English function words in what was said in French: it was translated, not transcribed.
-    french = [s["text"].lower() for s in result["segments"] if s["language"] == "fr"]
-    english = sum(bool(re.search(r"\b(the|you|to|your|is|press|of|and)\b", t)) for t in french)
-    assert english >= 0.6 * len(french), french
+    # What was said in French reads as English: translated, not transcribed.
+    french = " ".join(s["text"].lower() for s in result["segments"] if s["language"] == "fr")
+    english = len(re.findall(r"\b(the|you|to|your|is|press|of|and|not)\b", french))
+    left = len(re.findall(r"\b(le|la|les|de|des|et|vous|pour|est|une|pas|sur)\b", french))
+    assert english >= 10 and left <= 0.2 * english, french
     srt = http.get(f"/v1/jobs/{job_id}/result", params={"format": "srt"}).text
     assert "-->" in srt
 

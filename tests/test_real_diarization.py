@@ -1,5 +1,5 @@
 """Diarization of real speech through the jobs API: AMI meeting excerpts, the pyannote call,
-and a 20 min meeting of real voices that were never used for tuning.
+and 10 min of real voices that were never used for tuning (bench/accuracy.py runs 20 and 60).
 
 DER: pyannote.metrics, collar 0, overlapped speech scored (tests/realsets.py). Thresholds are
 the issue's targets where they were met, else the measured value plus a small margin; the
@@ -27,8 +27,9 @@ pytestmark = [pytest.mark.ray, pytest.mark.models]
 # alone are 0.22: see docs/BENCHMARKS.md). This bound keeps it from sliding back.
 MAX_AMI_DER = 0.31
 MAX_SAMPLE_DER = 0.08  # issue target; measured 0.042
-# 20 min of three held-out real voices, no hints: the count must be exact and confusion
-# small. DER target 0.05 is not met: misses and false alarms at turn edges take ~0.1.
+# 10 min of three held-out real voices, no hints: the count must be exact and confusion
+# small (measured 0.007). DER target 0.05 is not met: misses and false alarms at turn edges
+# take ~0.1 (0.104 here).
 MAX_VOICES_CONFUSION = 0.03
 MAX_VOICES_DER = 0.15
 # One meeting in copies nobody can tell apart: the same speakers, DER within this spread
@@ -111,19 +112,19 @@ def test_pyannote_sample_der(serve_url):
     assert der <= MAX_SAMPLE_DER
 
 
-def test_twenty_minutes_of_held_out_real_voices(serve_url, tmp_path_factory):
+def test_ten_minutes_of_held_out_real_voices(serve_url, tmp_path_factory):
     """Three real voices never tuned on, 5 % overlapped turns: exact count, one label per
-    person from the first minute to the last."""
+    person from the first minute to the last. The 20 and 60 min runs are in bench/accuracy.py."""
     folder = tmp_path_factory.mktemp("voices")
-    case = voices_case(HELDOUT_VOICES, 20, seed=12, overlap=0.05, folder=folder)
+    case = voices_case(HELDOUT_VOICES, 10, seed=12, overlap=0.05, folder=folder)
     run = _run_all(serve_url, [case])[case.name]
     assert run["status"]["status"] == "completed", run["status"]
-    assert run["status"]["segments_total"] >= 30
+    assert run["status"]["segments_total"] >= 15
     res = run["result"]
     tally = DerTally()
     tally.add(case, _turns(res))
     parts = tally.parts()
-    print(f"20 min held-out voices: {parts}, speakers {len(res['speakers'])}/{case.speakers}")
+    print(f"10 min held-out voices: {parts}, speakers {len(res['speakers'])}/{case.speakers}")
     assert len(res["speakers"]) == case.speakers
     assert parts["confusion"] <= MAX_VOICES_CONFUSION, parts
     assert parts["der"] <= MAX_VOICES_DER, parts
