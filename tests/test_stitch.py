@@ -463,3 +463,26 @@ def test_a_language_the_detection_was_unsure_of_is_said():
     assert len(res.notes) == 1 and "2.5 s of speech (50%)" in res.notes[0], res.notes
     assert "language_probability" in res.notes[0]
     assert stitch([part(0, "it", 0.95), part(1, "it", 0.9)], 60.0).notes == []
+
+
+def test_linked_turns_tell_apart_voices_a_segment_merged(voices):
+    """The language pass cuts windows where the linked speakers change: in the segment whose
+    diarizer gave persons 0 and 1 one label, linking still tells their turns apart."""
+    from deployments.core.window_language import speaker_cuts
+    from jobs.stitching.speaker_linking import TrackSet
+    from jobs.stitching.stitch import link_speakers
+
+    outs, _ = _tracked_conversation(voices, np.random.default_rng(10), merged_segment=1)
+    tracks = TrackSet()
+    for oc in outs:
+        tracks.add(oc.diarization)
+    speakers = link_speakers([oc.plan for oc in outs], tracks)
+    merged = outs[1].diarization
+    local = [(t.start, t.end, t.speaker) for t in merged.exclusive_turns]
+    linked = speakers.exclusive_turns(SEG_S, 2 * SEG_S)
+    assert [(a, b) for a, b, _ in linked] == [(a, b) for a, b, _ in local]  # segment-relative
+    assert len({who for _, _, who in local}) == 2
+    assert len({who for _, _, who in linked}) == 3
+    assert len(speaker_cuts(local)) == 1 and len(speaker_cuts(linked)) == 2
+    # Clipped to the range asked for.
+    assert speakers.exclusive_turns(SEG_S + 5.0, SEG_S + 12.0)[0][:2] == (0.0, 4.0)

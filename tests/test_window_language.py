@@ -127,6 +127,17 @@ def test_short_or_unsure_stretches_take_their_speakers_language() -> None:
     assert speaker_hints(both, {0: 21.0, 1: 17.0}) == {0: ((16.5, 21.0, "fr"),)}
 
 
+def test_hints_of_one_language_side_by_side_add_up() -> None:
+    from deployments.core.window_language import hinted
+
+    # Three short stretches of one speaker in one 6 s window: each hint alone covers a third.
+    thirds = [(0.0, 2.0, "ru"), (2.0, 4.0, "ru"), (4.0, 6.0, "ru")]
+    assert hinted(thirds, 0.0, 6.0) == "ru"
+    assert hinted([(0.0, 2.0, "ru"), (2.0, 4.0, "it")], 0.0, 6.0) is None  # a third each
+    assert hinted([(0.0, 2.0, "ru"), (2.0, 5.0, "it")], 0.0, 6.0) == "it"
+    assert hinted([], 0.0, 6.0) is None
+
+
 def test_windows_never_span_a_cut() -> None:
     from deployments.models.whisper_batch import speech_windows
 

@@ -200,13 +200,13 @@ def speaker_hints(
 
 
 def hinted(hints: Sequence[tuple[float, float, str]], start: float, end: float) -> str | None:
-    """The language of the hint covering most of [start, end], if it covers at least half."""
-    best, cover = None, 0.0
+    """The language hinted over most of [start, end], if its hints cover at least half: a
+    window holding three short stretches of one speaker has three hints side by side."""
+    cover: dict[str, float] = defaultdict(float)
     for h0, h1, language in hints:
-        overlap = min(end, h1) - max(start, h0)
-        if overlap > cover:
-            best, cover = language, overlap
-    return best if cover >= 0.5 * (end - start) else None
+        cover[language] += max(0.0, min(end, h1) - max(start, h0))
+    best = max(cover, key=cover.__getitem__, default=None)
+    return best if best and cover[best] >= 0.5 * (end - start) else None
 
 
 def among(

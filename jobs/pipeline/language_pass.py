@@ -37,7 +37,13 @@ import ray
 from pydantic import BaseModel
 
 from deployments.core.audio import read_spans
-from deployments.core.schemas import Diarization, SpeakerChanges, TranscribeOptions, Transcription
+from deployments.core.schemas import (
+    SAMPLE_RATE,
+    Diarization,
+    SpeakerChanges,
+    TranscribeOptions,
+    Transcription,
+)
 from deployments.core.splitter import SegmentPlan
 from deployments.core.window_language import (
     SHORT_SPEECH_S,
@@ -97,23 +103,27 @@ async def _languages(
 async def _speakers(
     store: JobStore, record: JobRecord, plans: list[SegmentPlan], base: TranscribeOptions
 ) -> tuple[dict[int, TranscribeOptions], Speakers]:
-    """One read of the diarizations: per segment with more than one speaker, options that cut
-    its windows at handovers; and the recording's speakers, linked as stitching links them
-    (transcribing again changes no diarization)."""
-    cut: dict[int, TranscribeOptions] = {}
+    """One read of the diarizations: the recording's speakers, linked as stitching links them
+    (transcribing again changes no diarization); and per segment with more than one of them,
+    options that cut its windows at handovers.
+
+    Cut where the linked speakers change, not the segment's own labels: a segment's
+    diarization gave one label to an Italian and a Russian voice that linking told apart,
+    and their turns were decoded in one window, the Russian in Italian."""
     tracks = TrackSet()
-    for i, plan in enumerate(plans):
+    for plan in plans:
         raw = await store.checkpoint(record.id, f"{plan.key}:d")
-        d = Diarization.model_validate_json(raw) if raw else None
-        tracks.add(d)
-        turns = [(t.start, t.end, t.speaker) for t in d.exclusive_turns] if d else []
-        cuts = speaker_cuts(turns, SPEAKER_TURN_S)
-        if cuts:
-            cut[i] = base.model_copy(update={"cuts": cuts})
+        tracks.add(Diarization.model_validate_json(raw) if raw else None)
     diarize = record.options.diarize_options()
     known = list(record.options.known_speakers) or None
     # Linked with the job's known voices, as stitching would: stitching reuses it.
     speakers = await asyncio.to_thread(link_speakers, plans, tracks, diarize, known=known)
+    cut: dict[int, TranscribeOptions] = {}
+    for i, plan in enumerate(plans):
+        turns = speakers.exclusive_turns(plan.start / SAMPLE_RATE, plan.end / SAMPLE_RATE)
+        cuts = speaker_cuts(turns, SPEAKER_TURN_S)
+        if cuts:
+            cut[i] = base.model_copy(update={"cuts": cuts})
     return cut, speakers
 
 
@@ -258,7 +268,8 @@ async def _speaker_hints(
             continue
         transcription = Transcription.model_validate_json(raw)
         for seg in transcription.segments:
-            words = segment_words(plan, transcription.model_copy(update={"segments": [seg]}), 16000)
+            one = transcription.model_copy(update={"segments": [seg]})
+            words = segment_words(plan, one, SAMPLE_RATE)
             speakers.attribute(words)
             heard: Counter[str] = Counter()
             for w in words:
@@ -267,7 +278,8 @@ async def _speaker_hints(
             who = heard.most_common(1)[0][0] if heard else None
             p = seg.language_probability or 0.0
             spans.append(Spoken(i, seg.start, seg.end, seg.language, p, who))
-    return speaker_hints(spans, {i: plan.end - plan.start for i, plan in enumerate(plans)})
+    lengths = {i: (plan.end - plan.start) / SAMPLE_RATE for i, plan in enumerate(plans)}
+    return speaker_hints(spans, lengths)
 
 
 async def _voice_cuts(

@@ -193,6 +193,15 @@ class Speakers:
     _ends: list[float] = field(default_factory=list)
     _who: list[str] = field(default_factory=list)
 
+    def exclusive_turns(self, start: float, end: float) -> list[tuple[float, float, str]]:
+        """(start, end, speaker) of the clean exclusive turns within [start, end] s of the
+        recording, clipped to it, in seconds from `start`."""
+        j, k = bisect.bisect_right(self._ends, start), bisect.bisect_left(self._starts, end)
+        return [
+            (max(a, start) - start, min(b, end) - start, who)
+            for a, b, who in zip(self._starts[j:k], self._ends[j:k], self._who[j:k], strict=True)
+        ]
+
     def attribute(self, words: list[StitchedWord]) -> None:
         """Give each word the speaker of the exclusive turn it overlaps most (or the nearest)."""
         starts, ends, who = self._starts, self._ends, self._who
