@@ -127,6 +127,17 @@ def test_short_or_unsure_stretches_take_their_speakers_language() -> None:
     assert speaker_hints(both, {0: 21.0, 1: 17.0}) == {0: ((16.5, 21.0, "fr"),)}
 
 
+def test_a_turn_under_three_seconds_takes_its_speakers_language_however_sure() -> None:
+    from deployments.core.window_language import Spoken, speaker_hints
+
+    spans = [
+        Spoken(0, 0.0, 20.0, "es", 0.99, "A"),
+        Spoken(0, 21.0, 23.2, "it", 0.87, "A"),  # 2.2 s, sure of the wrong language
+        Spoken(0, 24.0, 27.5, "it", 0.95, "A"),  # 3.5 s: its own detection stands
+    ]
+    assert speaker_hints(spans, {0: 28.0}) == {0: ((20.5, 23.6, "es"),)}
+
+
 def test_hints_of_one_language_side_by_side_add_up() -> None:
     from deployments.core.window_language import hinted
 
