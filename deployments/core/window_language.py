@@ -173,8 +173,9 @@ def speaker_hints(
     speaker's language: those not sure of it, their speaker keeping to one language
     elsewhere (SPEAKER_LANGUAGE_SHARE of their sure speech).
 
-    A stretch under SHORT_SPEECH_S is never sure: a one-word turn's detection said
-    "Estensione." was Spanish at 0.92. Each hint reaches halfway to the stretches beside it
+    A stretch under SHORT_SPEECH_S is never sure (nor votes): a one-word turn's detection
+    said "Estensione." was Spanish at 0.92; one under OWN_LANGUAGE_S votes but still takes
+    its speaker's language. Each hint reaches halfway to the stretches beside it
     (the segment's edges, `lengths`, for the first and last), so that it covers the whole
     window a short turn is decoded in, pauses and padding included: the replica takes a hint
     that covers half of a window (hinted)."""
