@@ -35,6 +35,7 @@ from deployments.core.window_language import (
     parse_detection,
 )
 from deployments.models.language_probe import language_cuts, region_languages
+from deployments.models.loop_fallback import unloop
 from deployments.models.priority_gate import PriorityGate, gated
 from deployments.models.window_decoding import (
     DecodeWindows,
@@ -241,6 +242,7 @@ class WhisperBatchTranscriber:
             padded = [np.pad(a, (0, on_grid(len(a)) - len(a))) for a in audios]
             buffer = np.concatenate(padded).astype(np.float32, copy=False)
             self._decode_windows(buffer, state, list(range(len(clips))), opt, own, live)
+            unloop(self.pipelines[live], self.gate, buffer, state, range(len(clips)), opt, live)
             if fixed is None:
                 _, overall = choose(state.guesses)
             todo = list(range(len(clips)))
@@ -265,6 +267,7 @@ class WhisperBatchTranscriber:
                     else:  # kept only where it is in the language asked for (detected)
                         found = self._run(buffer, state.clips, mine, opt, None, state.decoded, live)
                         state.keep_language(mine, [parse_detection(d) for d in found], fixed)
+                    unloop(self.pipelines[live], self.gate, buffer, state, mine, opt, live)
                 state.drop_silent(todo)
                 # A piece that gave no words would give none again: only the others go on.
                 todo = [k for k in todo if state.decoded[k]]
