@@ -81,6 +81,20 @@ def test_a_redo_that_loops_as_much_is_not_kept() -> None:
     assert state.decoded[1][0].start == 4.1
 
 
+def looping_turn() -> np.ndarray:
+    """101.0-105.6 s of the held-out meeting (bench/multilingual.py), as 16-bit audio: the
+    meeting comes back from its cache quantised, and freshly built it does not."""
+    import io
+
+    import soundfile as sf
+
+    from tests.realvoices import cached_meeting, wav_bytes
+
+    meeting = cached_meeting(["ru", "fr_armelle", "it_menardi"], 6.0, seed=0)
+    clip = meeting.audio[int(101.0 * SAMPLE_RATE) : int(105.6 * SAMPLE_RATE)]
+    return sf.read(io.BytesIO(wav_bytes(clip)), dtype="float32")[0]
+
+
 @pytest.mark.models
 def test_whisper_base_no_longer_loops_on_a_real_french_turn(base_core, monkeypatch) -> None:
     """A French turn of the held-out meeting (fr_armelle: the prompts digits/5 and
@@ -88,10 +102,8 @@ def test_whisper_base_no_longer_loops_on_a_real_french_turn(base_core, monkeypat
     base's beam search went "3, 2, 1, 2, 1, 2, ..." to the end of the window, and a diarized
     job scored those words in the next, Russian turn."""
     import deployments.models.whisper_batch as whisper_batch
-    from tests.realvoices import cached_meeting
 
-    meeting = cached_meeting(["ru", "fr_armelle", "it_menardi"], 6.0, seed=0)
-    clip = meeting.audio[int(101.0 * SAMPLE_RATE) : int(105.6 * SAMPLE_RATE)]
+    clip = looping_turn()
     opt = TranscribeOptions(language="fr", word_timestamps=True)
 
     def text(result) -> str:

@@ -225,6 +225,20 @@ def test_a_given_language_is_used_everywhere(http, tmp_path):
     assert result["segments"] and {s["language"] for s in result["segments"]} == {"fr"}
 
 
+def test_a_turn_base_looped_on_comes_back_as_its_words(http, tmp_path):
+    """The French turn Whisper base's beam search went round on ("3, 2, 1, 2, 1, ...",
+    tests/test_loop_fallback.py) as a job of its own: the replica decodes it again."""
+    from deployments.models.loop_fallback import compression_ratio
+    from tests.test_loop_fallback import looping_turn
+
+    path = tmp_path / "turn.wav"
+    path.write_bytes(wav_bytes(looping_turn()))
+    job_id = jobclient.submit(http, path, diarize=False, language="fr", model="base")
+    assert jobclient.wait_done(http, job_id)["status"] == "completed"
+    text = " ".join(s["text"] for s in jobclient.result(http, job_id)["segments"])
+    assert 2 <= len(text.split()) <= 15 and compression_ratio(text) < 2.4, text
+
+
 @pytest.mark.parametrize(
     ("form", "named"),
     [
