@@ -3,7 +3,7 @@
 faster-whisper's batched pipeline decodes each window once, by beam search, and keeps what
 comes out: it has no compression-ratio check, and the temperature it is given does nothing
 to a beam search. A decode that falls into a loop ("3, 2, 1, 2, 1, 2, 1, ..." on a French
-turn of the held-out meeting, docs/BENCHMARKS.md 9i) stays in the transcript, and its words
+turn of the held-out meeting, docs/BENCHMARKS.md 9k) stays in the transcript, and its words
 pile up at the window's end, where they land in the next person's turn.
 
 A loop is Whisper's own test for one: text that gzip-compresses more than 2.4 times. Such a
@@ -13,9 +13,9 @@ rising temperatures instead, but CTranslate2 cannot reseed its sampling threads,
 other words on every run of one window; this gives the same words every time, whatever the
 batch.
 
-NO_REPEAT_NGRAM was chosen by reasoning, not on data (the one looping window we know of came
-out loop-free at 3, 4 and 5 alike): a loop repeats every run of tokens within two turns of
-it, while a shorter run (", and the") recurs in ordinary speech of one 30 s window.
+NO_REPEAT_NGRAM was chosen by reasoning, not on data (the first looping window found came out
+loop-free at 3, 4 and 5 alike): a loop repeats every run of tokens within two turns of it,
+while a shorter run (", and the") recurs in ordinary speech of one 30 s window.
 """
 
 from __future__ import annotations
