@@ -44,7 +44,9 @@ class JobOptions(BaseModel):
     word_timestamps: bool = True
     segment_s: float = Field(30.0, ge=10.0, le=120.0, description="Target segment length.")
     initial_prompt: str | None = Field(None, max_length=2000)
-    # Sampling temperature of the first decode (faster-whisper falls back higher on failure).
+    # Taken as OpenAI's API takes it, but the batched decode is a beam search, which it does
+    # not change (the same words and log-probability at 0, 0.5 and 1); loops are handled by
+    # deployments/models/loop_fallback.py instead.
     temperature: float = Field(0.0, ge=0.0, le=1.0)
     webhook_url: str | None = Field(
         None, max_length=2000, pattern=r"^https?://[^\s/]+", description="http(s) URL"
