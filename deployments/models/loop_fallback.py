@@ -26,6 +26,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from deployments.models.window_decoding import decode_clips
+
 log = logging.getLogger(__name__)
 
 COMPRESSION_RATIO_THRESHOLD = 2.4  # Whisper's: text this repetitive is a loop
@@ -50,22 +52,8 @@ def looped(segments: Sequence) -> bool:
 def redecode(pipeline, buffer: np.ndarray, clip: dict, language: str | None, opt) -> list:
     """Decode one window of the buffer again by the batched pipeline, as it was decoded the
     first time but barred from repeating itself."""
-    segments, _ = pipeline.transcribe(
-        buffer,
-        language=language or "en",
-        multilingual=False,
-        task=opt.task,
-        clip_timestamps=[clip],
-        batch_size=1,
-        beam_size=opt.beam_size,
-        word_timestamps=opt.word_timestamps,
-        initial_prompt=opt.initial_prompt,
-        temperature=opt.temperature,
-        without_timestamps=True,
-        vad_filter=False,
-        no_repeat_ngram_size=NO_REPEAT_NGRAM,
-    )
-    return list(segments)
+    extra = {"no_repeat_ngram_size": NO_REPEAT_NGRAM}
+    return list(decode_clips(pipeline, buffer, [clip], opt, language or "en", 1, **extra))
 
 
 def unloop(pipeline, gate, buffer: np.ndarray, state, windows: Sequence[int], opt, live) -> int:

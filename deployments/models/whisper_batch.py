@@ -40,6 +40,7 @@ from deployments.models.priority_gate import PriorityGate, gated
 from deployments.models.window_decoding import (
     DecodeWindows,
     clip_at,
+    decode_clips,
     on_grid,
     time_words_per_window,
 )
@@ -339,21 +340,13 @@ class WhisperBatchTranscriber:
         detector = self.model.model
         detector.results.clear()
         with self.gate.hold(live):  # feature extraction for the windows
-            segments, _ = self.pipelines[live].transcribe(
+            segments = decode_clips(
+                self.pipelines[live],
                 buffer,
-                # Auto: any code for the prompt; the pipeline sets each window's own from
-                # the encoder output it computes anyway (no extra pass over the audio).
-                language=language or "en",
-                multilingual=language is None,
-                task=opt.task,
-                clip_timestamps=[clips[k] for k in windows],
-                batch_size=self.gate.batch_size(self.batch_size, live),
-                beam_size=opt.beam_size,
-                word_timestamps=opt.word_timestamps,
-                initial_prompt=opt.initial_prompt,
-                temperature=opt.temperature,
-                without_timestamps=True,
-                vad_filter=False,
+                [clips[k] for k in windows],
+                opt,
+                language,
+                self.gate.batch_size(self.batch_size, live),
             )
         seeks = [round(clips[k]["start"] * 100) for k in windows]
         for k in windows:

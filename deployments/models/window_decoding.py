@@ -48,6 +48,32 @@ def clip_at(offset: int, start: int, end: int) -> dict[str, float]:
     }
 
 
+def decode_clips(
+    pipeline, buffer: np.ndarray, clips: list[dict], opt, language, batch_size: int, **extra
+):
+    """faster-whisper's batched decode of `clips` of the buffer, each a window of its own, in
+    `language`, or with None each in its own detected language; `extra` are more options
+    for its decoder. Returns the segments (a generator: decoding runs as they are read)."""
+    segments, _ = pipeline.transcribe(
+        buffer,
+        # Auto: any code for the prompt; the pipeline sets each window's own from the
+        # encoder output it computes anyway (no extra pass over the audio).
+        language=language or "en",
+        multilingual=language is None,
+        task=opt.task,
+        clip_timestamps=clips,
+        batch_size=batch_size,
+        beam_size=opt.beam_size,
+        word_timestamps=opt.word_timestamps,
+        initial_prompt=opt.initial_prompt,
+        temperature=opt.temperature,
+        without_timestamps=True,
+        vad_filter=False,
+        **extra,
+    )
+    return segments
+
+
 def time_words_per_window(model) -> None:
     """Make `model` (a faster_whisper WhisperModel on CPU) time each window's words on its
     own: one alignment per window, from the window's own start rather than the end of
